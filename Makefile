@@ -4,14 +4,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help setup test unit nbval reproduce smoke pretrain dataset lab clean
+.PHONY: help setup test unit nbval reproduce smoke pretrain fonts dataset lab clean
 
 help:
 	@echo "make setup      create/update .venv from the pinned requirements"
 	@echo "make test       setup + unit tests + nbval over every notebook (smoke profile)"
 	@echo "make reproduce  setup + papermill batch (tiny profile) into results/tiny/, regenerates papers_figures/"
 	@echo "make pretrain   retrain the shipped glyph latent space (notebook 01, pretrain profile)"
-	@echo "make dataset    rebuild data/glyphs from a font folder (FONTS=path, see data/README.md)"
+	@echo "make fonts      gather the font files into FONTS (default ./fontcache; see data/README.md)"
+	@echo "make dataset    rebuild data/glyphs from FONTS"
 	@echo "make lab        open JupyterLab on notebooks/"
 
 setup: $(STAMP)

@@ -56,6 +56,7 @@ def test_metadata_is_measured():
     assert serif.classification == "serif" and regular.classification == "sans-serif"
     assert oblique.caption == "a regular italic sans-serif glyph"
     assert style.family_key("Roboto Condensed Light") == "roboto"
+    assert style.family_key("Noto Serif ExtraCondensed SemiBold") == "noto serif"
 
 
 def test_fallback_box_and_symbol_font_are_rejected():

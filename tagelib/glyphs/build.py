@@ -28,8 +28,8 @@ from tagelib.glyphs.render import PROBE_CHAR, FontFace, covered_chars, list_face
 from tagelib.glyphs.style import describe, family_key
 
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc", ".woff", ".woff2")
-MIN_LEGIBILITY = 0.8  # fraction of a face's 62 glyphs recognised by the nearest-consensus rule
-MAX_CAPS_SCORE = 0.9  # lowercase/capital shape correlation above which a face is all-caps or small caps
+MIN_LEGIBILITY = 0.6  # fraction of a face's 62 glyphs recognised by the top-5 nearest-consensus rule
+MAX_CAPS_SCORE = 0.7  # lowercase/capital shape correlation above which a face is all-caps or small caps
 
 
 @dataclass
@@ -52,8 +52,11 @@ class BuildResult:
     curation: dict = field(default_factory=dict)
 
 
-def find_fonts(folder: str | Path) -> list[Path]:
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in FONT_SUFFIXES and p.is_file())
+def find_fonts(folder: str | Path, exclude: tuple[str, ...] = ()) -> list[Path]:
+    """Font files under `folder`, skipping those whose relative path contains one of `exclude`."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in FONT_SUFFIXES and p.is_file()
+                  and not any(x in str(p.relative_to(folder)) for x in exclude))
 
 
 def render_candidate(args: tuple[FontFace, int, dict]) -> Candidate | str:
@@ -174,13 +177,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--min-styles", type=int, default=200, help="styles an extra-script category needs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--exclude", nargs="*", default=[], help="skip font paths containing any of these strings")
     args = ap.parse_args(argv)
     manifest = {}
     if args.manifest:
         manifest = {rec["path"]: rec for rec in json.loads(args.manifest.read_text())}
     start = time.perf_counter()
     fonts = args.fonts.resolve()
-    result = build(find_fonts(fonts), args.size, manifest, args.min_styles, args.seed, args.workers, root=fonts)
+    result = build(find_fonts(fonts, tuple(args.exclude)), args.size, manifest, args.min_styles, args.seed, args.workers, root=fonts)
     save(result, args.out, args.size, font_root=fonts)
     print(f"{len(result.styles)} styles x {len(result.categories)} categories -> {args.out} "
           f"in {time.perf_counter() - start:.0f} s")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 CLONE_THRESHOLD = 0.05  # ink-normalised pixel difference below which two faces are clones (see `clone_distance`)
+LEGIBILITY_TOP = 5  # a glyph counts as legible when its own category ranks in the 5 nearest
 CASE_PAIRS = "abdeghnqrt"  # lowercase letters whose shape differs from their capital
 
 
@@ -19,20 +20,24 @@ def _unit(images: np.ndarray) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)
 
 
-def consensus_predictions(images: np.ndarray) -> np.ndarray:
-    """Nearest-consensus classification of every glyph: (S, K) predicted category indices.
+def consensus_ranks(images: np.ndarray) -> np.ndarray:
+    """Rank of every glyph's own category among all categories, by correlation with their consensus: (S, K).
 
-    The consensus of a category is the median glyph over all faces; a legible face's glyphs are closest
-    (in correlation) to their own category's consensus. Symbol fonts that map letters to pictograms fail.
+    The consensus of a category is the median glyph over all faces; rank 0 means the glyph is closest to
+    its own category's consensus. Symbol fonts that map letters to pictograms rank their glyphs anywhere.
     """
     consensus = _unit(np.median(images, axis=0).astype(np.float32))  # (K, H·W)
-    return (_unit(images) @ consensus.T).argmax(-1).numpy()  # (S, K)
+    sims = _unit(images) @ consensus.T  # (S, K glyphs, K consensus)
+    own = torch.diagonal(sims, dim1=1, dim2=2)  # (S, K)
+    return (sims > own.unsqueeze(-1)).sum(-1).numpy()
 
 
-def legibility(images: np.ndarray) -> np.ndarray:
-    """Fraction of a face's glyphs recognised as their own category: (S,) in [0, 1]."""
-    pred = consensus_predictions(images)
-    return (pred == np.arange(images.shape[1])).mean(1)
+def legibility(images: np.ndarray, top: int = LEGIBILITY_TOP) -> np.ndarray:
+    """Fraction of a face's glyphs whose own category is among the `top` nearest consensus glyphs: (S,).
+
+    Top-5 rather than top-1 because l/I/1/|, o/O/0 and c/C, s/S ... are legitimately confusable at 32 px.
+    """
+    return (consensus_ranks(images) < top).mean(1)
 
 
 def caps_score(images: np.ndarray, chars: str) -> np.ndarray:

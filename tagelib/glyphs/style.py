@@ -25,7 +25,7 @@ MONO_WORDS = ("mono", "code", "typewriter", "courier", "console")
 # Width classes from the mean lowercase advance / cap height (DejaVu Sans: 0.77; calibrated on the build).
 CONDENSED_BELOW = 0.62
 EXTENDED_ABOVE = 0.90
-STYLE_TOKENS = r"\b(thin|hairline|extra|ultra|light|book|regular|normal|medium|semi|demi|bold|heavy|black|italic|oblique|slanted|condensed|narrow|expanded|extended|wide|display|text)\b"
+STYLE_TOKENS = r"\b(extra|ultra|semi|demi)?[- ]?(thin|hairline|light|book|regular|normal|medium|bold|heavy|black|italic|oblique|slanted|condensed|narrow|expanded|extended|wide|display|text)\b"
 
 
 @dataclass
