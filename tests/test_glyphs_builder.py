@@ -109,3 +109,10 @@ def test_build_split_is_disjoint(small_build):
     for pools in sp["unseen_pools"].values():
         assert not set(pools["shot_pool"]) & set(pools["eval_pool"])
         assert set(pools["shot_pool"]) <= set(sp["train_styles"])
+
+
+def test_impossible_declared_weight_falls_back_to_stroke():
+    assert style.resolve_weight(700, 0.05) == (700, "declared")
+    assert style.resolve_weight(7, 0.05) == (700, "declared")  # the old 1-9 scale
+    assert style.resolve_weight(28926, 0.19) == (900, "stroke")
+    assert style.resolve_weight(None, 0.094) == (400, "stroke")

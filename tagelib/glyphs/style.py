@@ -25,6 +25,10 @@ MONO_WORDS = ("mono", "code", "typewriter", "courier", "console")
 # Width classes from the mean lowercase advance / cap height (DejaVu Sans: 0.77; calibrated on the build).
 CONDENSED_BELOW = 0.62
 EXTENDED_ABOVE = 0.90
+# Median stroke / cap height of the styles whose declared weight is each class (measured on the shipped
+# build); used only where a font declares an impossible weight (e.g. 28926, or 32).
+STROKE_BY_WEIGHT = {100: 0.058, 200: 0.063, 300: 0.074, 400: 0.094, 500: 0.108, 600: 0.125, 700: 0.135,
+                    800: 0.165, 900: 0.191}
 STYLE_TOKENS = r"\b(extra|ultra|semi|demi)?[- ]?(thin|hairline|light|book|regular|normal|medium|bold|heavy|black|italic|oblique|slanted|condensed|narrow|expanded|extended|wide|display|text)\b"
 
 
@@ -35,7 +39,8 @@ class StyleInfo:
     family: str
     subfamily: str
     full_name: str
-    weight: int  # 100..900: OS/2 usWeightClass, or the @fontsource file name's weight
+    weight: int  # 100..900: OS/2 usWeightClass or the @fontsource file name's weight, if plausible
+    weight_source: str  # "declared", or "stroke" when the declared weight was impossible
     italic: bool  # measured: |slant| above 5 degrees
     slant_deg: float  # measured from vertical stems; positive = leaning right
     width: float  # measured: mean lowercase advance / cap height
@@ -53,7 +58,7 @@ class StyleInfo:
         return asdict(self)
 
 
-def _names(face: FontFace) -> tuple[str, str, str, int, int]:
+def _names(face: FontFace) -> tuple[str, str, str, int | None, int]:
     font = open_ttfont(face)
     try:
         name = font["name"]
@@ -66,12 +71,22 @@ def _names(face: FontFace) -> tuple[str, str, str, int, int]:
             return ""
 
         os2 = font["OS/2"] if "OS/2" in font else None
-        weight = int(os2.usWeightClass) if os2 is not None else 400
+        weight = int(os2.usWeightClass) if os2 is not None else None
         panose = getattr(os2, "panose", None)
         family_type = int(panose.bFamilyType) if panose is not None else 0
         return get(16, 1), get(17, 2), get(4, 1), weight, family_type
     finally:
         font.close()
+
+
+def resolve_weight(declared: int | None, stroke: float) -> tuple[int, str]:
+    """(weight, where it came from): the declared value if plausible (1–9 is the old scale, ×100),
+    otherwise the class whose median stroke thickness is nearest to the measured one."""
+    if declared is not None and 1 <= declared <= 9:
+        return declared * 100, "declared"
+    if declared is not None and 100 <= declared <= 1000:
+        return min(declared, 900), "declared"
+    return min(STROKE_BY_WEIGHT, key=lambda w: abs(STROKE_BY_WEIGHT[w] - stroke)), "stroke"
 
 
 def family_key(family: str) -> str:
@@ -156,11 +171,13 @@ def describe(face: FontFace, chars: str, images: np.ndarray, size: int, source: 
     monospace = bool(advances.std() / advances.mean() < 0.02)
     width = float(np.mean([font.getlength(c) for c in "abcdefghijklmnopqrstuvwxyz" if c in idx]) / cap)
     slant = measure_slant(images[[idx[c] for c in "HINOU"]])
+    stroke = measure_stroke(images[[idx[c] for c in letters]], 0.5 * size)
+    weight, weight_source = resolve_weight(weight_override or weight, stroke)
     info = StyleInfo(
         family=family, subfamily=subfamily, full_name=full_name,
-        weight=int(weight_override or weight), italic=abs(slant) > 5.0, slant_deg=round(slant, 2),
+        weight=weight, weight_source=weight_source, italic=abs(slant) > 5.0, slant_deg=round(slant, 2),
         width=round(width, 4), width_class="condensed" if width < CONDENSED_BELOW else "extended" if width > EXTENDED_ABOVE else "normal",
-        monospace=monospace, stroke=round(measure_stroke(images[[idx[c] for c in letters]], 0.5 * size), 4),
+        monospace=monospace, stroke=round(stroke, 4),
         classification=classify(family, monospace, family_type,
                                 has_serifs(images[[idx["I"], idx["l"]]])),
         source=source, license=license, path=face.path, face_index=face.index,
