@@ -31,6 +31,16 @@ def _channels(size: int, channel_multiplier: int, max_channels: int) -> int:
     return min(base, max_channels)
 
 
+def _widths(cfg, log_size: int) -> dict[int, int]:
+    """Width per resolution {4: C4, 8: C8, ...}: `cfg.widths` if given, else rosinality's capped table."""
+    sizes = [2**i for i in range(2, log_size + 1)]
+    if cfg.widths:
+        if len(cfg.widths) != len(sizes):
+            raise ValueError(f"widths={cfg.widths} needs one entry per resolution {sizes}")
+        return dict(zip(sizes, (int(w) for w in cfg.widths)))
+    return {r: _channels(r, cfg.channel_multiplier, cfg.max_channels) for r in sizes}
+
+
 def _check_size(size: int, name: str = "size") -> int:
     log_size = int(math.log2(size)) if size > 0 else -1
     if size < 8 or size > 1024 or 2**log_size != size:
@@ -45,6 +55,7 @@ class GeneratorConfig:
     n_mlp: int = 8  # depth of the mapping network
     channel_multiplier: int = 2  # widths at >= 64 px (rosinality default 2)
     max_channels: int = 512  # cap on every resolution's width; 512 = rosinality exactly
+    widths: tuple = ()  # explicit width per resolution (4, 8, ..., size); empty = the capped table
     img_channels: int = 3  # 3 RGB, 1 grayscale glyphs
     lr_mlp: float = 0.01  # learning-rate multiplier of the mapping network
     blur_kernel: tuple = (1, 3, 3, 1)  # FIR filter for up/down-sampling
@@ -52,6 +63,7 @@ class GeneratorConfig:
     def __post_init__(self) -> None:
         _check_size(self.size)
         self.blur_kernel = tuple(self.blur_kernel)
+        self.widths = tuple(int(w) for w in self.widths)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "GeneratorConfig":
@@ -301,7 +313,7 @@ class Generator(nn.Module):
         self.size, self.style_dim = cfg.size, cfg.style_dim
         self.log_size = _check_size(cfg.size)
         d, bk = cfg.style_dim, cfg.blur_kernel
-        ch = {2**i: _channels(2**i, cfg.channel_multiplier, cfg.max_channels) for i in range(2, self.log_size + 1)}
+        ch = _widths(cfg, self.log_size)
         self.channels = ch
 
         self.style = nn.Sequential(
@@ -385,6 +397,7 @@ class DiscriminatorConfig:
     size: int = 32  # input resolution, power of two in [8, 1024]
     channel_multiplier: int = 2
     max_channels: int = 512  # 512 = rosinality exactly
+    widths: tuple = ()  # explicit width per resolution (4, 8, ..., size); empty = the capped table
     img_channels: int = 3
     blur_kernel: tuple = (1, 3, 3, 1)
     stddev_group: int = 4  # minibatch-stddev group size
@@ -392,6 +405,7 @@ class DiscriminatorConfig:
     def __post_init__(self) -> None:
         _check_size(self.size)
         self.blur_kernel = tuple(self.blur_kernel)
+        self.widths = tuple(int(w) for w in self.widths)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "DiscriminatorConfig":
@@ -433,7 +447,7 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         log_size = _check_size(cfg.size)
-        ch = {2**i: _channels(2**i, cfg.channel_multiplier, cfg.max_channels) for i in range(2, log_size + 1)}
+        ch = _widths(cfg, log_size)
         convs: list[nn.Module] = [ConvLayer(cfg.img_channels, ch[cfg.size], 1)]
         in_ch = ch[cfg.size]
         for i in range(log_size, 2, -1):

@@ -298,3 +298,16 @@ def test_discriminator_names_follow_rosinality():
     assert s["final_conv.0.weight"] == (512, 513, 3, 3)
     assert s["final_linear.0.weight"] == (512, 512 * 16) and s["final_linear.1.weight"] == (1, 512)
     assert len(d.convs) == 7  # 256 -> 4: one 1x1 conv + 6 residual blocks
+
+
+def test_explicit_widths_per_resolution():
+    from tagelib.stylegan2 import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+
+    g = Generator(GeneratorConfig(size=32, style_dim=16, n_mlp=1, img_channels=1, widths=(64, 48, 32, 16)))
+    assert g.channels == {4: 64, 8: 48, 16: 32, 32: 16}
+    assert g.convs[-1].conv.weight.shape[1:3] == (16, 16)
+    assert g(torch.randn(2, g.n_latent, 16)).shape == (2, 1, 32, 32)
+    d = Discriminator(DiscriminatorConfig(size=32, img_channels=1, widths=(64, 48, 32, 16)))
+    assert d(torch.randn(4, 1, 32, 32)).shape == (4, 1)
+    with pytest.raises(ValueError, match="one entry per resolution"):
+        Generator(GeneratorConfig(size=32, widths=(8, 8)))

@@ -1,0 +1,101 @@
+"""The frozen latent space TAGE edits: a pSp encoder E (image -> W+) and a StyleGAN2 generator G (W+ -> image).
+
+`LatentSpace` bundles them with pSp's `latent_avg` and their configs; `save`/`load` store our own
+weights as safetensors + JSON config. Foreign checkpoints (rosinality, pSp, AGE) go through
+`tagelib.checkpoints.import_foreign_checkpoint` instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from tagelib.checkpoints import load_module, save_module
+from tagelib.psp import EncoderConfig, GradualStyleEncoder
+from tagelib.stylegan2 import Generator, GeneratorConfig
+
+MADE_BY = "notebooks/01_latent_space.ipynb (or `make pretrain` for the shipped data/latent/glyph32)"
+
+
+@dataclass
+class LatentSpaceConfig:
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.generator, dict):
+            self.generator = GeneratorConfig.from_dict(self.generator)
+        if isinstance(self.encoder, dict):
+            self.encoder = EncoderConfig.from_dict(self.encoder)
+        g, e = self.generator, self.encoder
+        n_latent = 2 * int(math.log2(g.size)) - 2  # rosinality: two W+ layers per resolution from 8 px
+        if n_latent != e.n_styles or g.style_dim != e.style_dim:
+            raise ValueError(f"encoder emits ({e.n_styles}, {e.style_dim}) codes, generator needs "
+                             f"({n_latent}, {g.style_dim})")
+        if e.input_size != g.size or e.in_channels != g.img_channels:
+            raise ValueError("encoder input and generator output must have the same size and channels")
+
+
+class LatentSpace(nn.Module):
+    """E and G with pSp's convention w = E(x) + latent_avg. Shapes: x (B, C, S, S), w (B, L, D)."""
+
+    def __init__(self, cfg: LatentSpaceConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = GradualStyleEncoder(cfg.encoder)
+        self.decoder = Generator(cfg.generator, fused=False)  # same maths as the grouped conv, 2.3x faster on CPU
+        self.register_buffer("latent_avg", torch.zeros(self.decoder.n_latent, cfg.generator.style_dim))
+        self.frozen = False
+
+    @property
+    def n_latent(self) -> int:
+        return self.decoder.n_latent
+
+    def encode(self, x: Tensor) -> Tensor:
+        """x (B, C, S, S) in [-1, 1] -> w (B, L, D)."""
+        return self.encoder(x) + self.latent_avg
+
+    def decode(self, w: Tensor) -> Tensor:
+        """w (B, L, D) -> image (B, C, S, S); the generator's fixed noise maps, so decoding is deterministic."""
+        return self.decoder(w, randomize_noise=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def freeze(self) -> "LatentSpace":
+        """Freeze E and G for the editing stages: no gradients, eval mode that `.train()` cannot undo."""
+        self.requires_grad_(False)
+        self.frozen = True
+        return super().train(False)
+
+    def train(self, mode: bool = True) -> "LatentSpace":
+        return super().train(False if self.frozen else mode)
+
+    @torch.no_grad()
+    def encode_batched(self, x: Tensor, batch_size: int = 512) -> Tensor:
+        """Encode many images without gradients: (N, C, S, S) -> (N, L, D)."""
+        return torch.cat([self.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+    @torch.no_grad()
+    def decode_batched(self, w: Tensor, batch_size: int = 512) -> Tensor:
+        """Decode many codes without gradients, clamped to the image range [-1, 1]: (N, L, D) -> (N, C, S, S)."""
+        return torch.cat([self.decode(w[i:i + batch_size]) for i in range(0, len(w), batch_size)]).clamp(-1, 1)
+
+    def save(self, stem: str | Path, extra_config: dict | None = None) -> None:
+        """Write `<stem>.safetensors` + `<stem>.json` atomically."""
+        config = {"generator": dataclasses.asdict(self.cfg.generator), "encoder": dataclasses.asdict(self.cfg.encoder)}
+        save_module(stem, self, {**config, **(extra_config or {})})
+
+    @classmethod
+    def load(cls, stem: str | Path, frozen: bool = True) -> "LatentSpace":
+        """Load our checkpoint; a missing file names the notebook that makes it."""
+        state, config = load_module(stem, hint=f"it is made by {MADE_BY}")
+        model = cls(LatentSpaceConfig(config["generator"], config["encoder"]))
+        model.load_state_dict(state)
+        model.training_info = {k: v for k, v in config.items() if k not in ("generator", "encoder")}
+        return model.freeze() if frozen else model

@@ -1,0 +1,94 @@
+"""Measuring a latent space on glyphs: reconstruction, cross-category transfer, throughput.
+
+Transfer is measurable on glyphs because the ground truth exists: for a glyph of character c in font f
+and another character c' in the same font, G(w̄_c' + (E(x_{c,f}) − w̄_c)) should look like the real
+x_{c',f}. Two trivial baselines bound it: decoding w̄_c' alone (the category's average style), and the
+real c' in a random other font (right character, wrong style).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from tagelib.glyphs.dataset import GlyphDataset
+from tagelib.latent import LatentSpace
+from tagelib.perceptual import lpips_distance
+
+
+def psnr(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB for images in [-1, 1]: (B,)."""
+    mse = ((fake.clamp(-1, 1) - real) / 2).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+@torch.no_grad()
+def reconstruction(model: LatentSpace, images: torch.Tensor, lpips_model, refine=None) -> dict:
+    """LPIPS and PSNR of G(E(x)) (or of a refined inversion `refine(model, x) -> w`) against x."""
+    w = model.encode_batched(images) if refine is None else refine(model, images)
+    fake = model.decode_batched(w)
+    return {"lpips": lpips_distance(lpips_model, fake, images).mean().item(), "psnr": psnr(fake, images).mean().item(),
+            "n": len(images)}
+
+
+@torch.no_grad()
+def category_means(model: LatentSpace, ds: GlyphDataset, categories: list[int], styles: list[int],
+                   max_styles: int | None = None) -> torch.Tensor:
+    """w̄_c for each category: mean code over its covered images among `styles`: (len(categories), L, D)."""
+    means = []
+    for k in categories:
+        s = [x for x in styles if ds.coverage[x, k]][:max_styles]
+        means.append(model.encode_batched(GlyphDataset.to_tensor(ds.images[s, k])).mean(0))
+    return torch.stack(means)
+
+
+def transfer_pairs(ds: GlyphDataset, styles: list[int], sources: list[int], targets: list[int], n: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """n random (font, source category, target category, other font) rows with all three glyphs present."""
+    rows = []
+    while len(rows) < n:
+        f, c, t = rng.choice(styles), rng.choice(sources), rng.choice(targets)
+        other = rng.choice(styles)
+        if c != t and other != f and ds.coverage[f, c] and ds.coverage[f, t] and ds.coverage[other, t]:
+            rows.append((f, c, t, other))
+    return np.array(rows)
+
+
+@torch.no_grad()
+def transfer(model: LatentSpace, ds: GlyphDataset, pairs: np.ndarray, class_means: dict[int, torch.Tensor],
+             lpips_model) -> dict:
+    """LPIPS to the real x_{c',f} of: the transfer, the w̄_c' baseline, and the random-other-font baseline."""
+    f, c, t, other = pairs.T
+    src = GlyphDataset.to_tensor(ds.images[f, c])
+    truth = GlyphDataset.to_tensor(ds.images[f, t])
+    mean_c = torch.stack([class_means[k] for k in c])
+    mean_t = torch.stack([class_means[k] for k in t])
+    moved = model.decode_batched(mean_t + model.encode_batched(src) - mean_c)
+    avg = model.decode_batched(mean_t)
+    wrong_font = GlyphDataset.to_tensor(ds.images[other, t])
+    return {
+        "transfer": lpips_distance(lpips_model, moved, truth).mean().item(),
+        "class_mean_only": lpips_distance(lpips_model, avg, truth).mean().item(),
+        "random_other_font": lpips_distance(lpips_model, wrong_font, truth).mean().item(),
+        "n": len(pairs),
+    }
+
+
+@torch.no_grad()
+def throughput(model: LatentSpace, images: torch.Tensor, batch_size: int = 256, repeats: int = 3) -> dict:
+    """Encode and decode images per second (best of `repeats`, batch `batch_size`)."""
+    x = images[:batch_size]
+    model.encode(x[:8])  # warm-up
+    enc, dec = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        w = model.encode(x)
+        t1 = time.perf_counter()
+        model.decode(w)
+        t2 = time.perf_counter()
+        enc.append(len(x) / (t1 - t0))
+        dec.append(len(x) / (t2 - t1))
+    return {"encode_img_per_s": max(enc), "decode_img_per_s": max(dec), "batch_size": len(x),
+            "threads": torch.get_num_threads()}
