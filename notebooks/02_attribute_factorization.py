@@ -1,0 +1,197 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 — Attribute factorization and the AGE baseline
+#
+# In this notebook we will split every W+ code into a **category-relevant** part — the class embedding
+# `w̄_c`, the mean code of a category — and a **category-irrelevant** residual `a = w − w̄_c` on a set of
+# edited layers S (AGE, Ding et al. 2022). We will look at the residuals (do they carry style?), move them
+# across categories, and train **AGE**: a dictionary of attribute directions `A` with small MLPs that map
+# a residual to sparse coefficients, so that `w̄_c + A·n` reconstructs the code. Sampling `n` from a Gaussian
+# fitted on seen categories edits the attributes of an unseen category's shot. AGE is the baseline TAGE
+# must beat. E and G stay frozen throughout.
+
+# %%
+import json
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from tagelib import age as age_lib
+from tagelib import fewshot
+from tagelib.checkpoints import save_module
+from tagelib.factorize import class_embeddings, residuals, validate_layers
+from tagelib.glyphs.dataset import GlyphDataset
+from tagelib.glyphs.summary import attribute_array
+from tagelib.latent import LatentSpace
+from tagelib.paths import require, resolve
+from tagelib.perceptual import load_lpips, lpips_distance
+from tagelib.plotting import image_grid, save_figure
+
+# %% tags=["parameters"]
+run_dir: str = "results/tiny"  # every output of this run goes under this folder
+figures_dir: str = "papers_figures"  # tables and figures for the paper folder
+data_dir: str = "data/glyphs"  # the glyph artefact
+checkpoint: str = "data/latent/glyph32"  # the frozen latent space from notebook 01
+seed: int = 0  # seeds subsets, training and sampling
+threads: int = 2  # torch CPU threads
+max_styles: int = 300  # training-family styles per seen category used to fit the editing modules
+edit_layers: str = "0,1,2,3,4,5,6,7"  # S, the edited W+ layers
+layer_sets: str = "0,1,2,3|0,1,2,3,4,5|0,1,2,3,4,5,6,7"  # candidate S compared by transfer error
+age_groups: str = "0,1,2,3|4,5,6,7"  # AGE layer groups, one coefficient MLP each
+dict_size: int = 100  # AGE dictionary length per layer
+age_steps: int = 600  # AGE training steps
+age_batch: int = 16  # AGE batch size
+age_lr: float = 0.001  # AGE learning rate (Adam; AGE's Ranger at 1e-4 needs far more steps)
+alpha: float = 1.0  # AGE edit strength
+n_generate: int = 32  # generated images per unseen category (diversity)
+n_pairs: int = 512  # glyph pairs for transfer errors
+
+# %%
+torch.set_num_threads(threads)
+torch.manual_seed(seed)
+rng = np.random.default_rng(seed)
+out_dir = resolve(run_dir) / "02_attribute_factorization"
+fig_dir = resolve(figures_dir)
+out_dir.mkdir(parents=True, exist_ok=True)
+fig_dir.mkdir(parents=True, exist_ok=True)
+ds = GlyphDataset.load(resolve(data_dir))
+model = LatentSpace.load(require(checkpoint + ".safetensors", "notebooks/01_latent_space.ipynb").with_suffix(""))
+S = validate_layers([int(i) for i in edit_layers.split(",")], model.n_latent)
+lpips_alex, lpips_vgg = load_lpips("alex"), load_lpips("vgg")
+
+# %% [markdown]
+# ## Class embeddings and residuals
+#
+# We encode up to `max_styles` training-family styles of every seen category. `class_embeddings` averages
+# the codes per category; the residuals are what remains.
+
+# %%
+w, labels, style_ids, images = fewshot.training_codes(model, ds, max_styles, seed)
+seen_pos = {c: i for i, c in enumerate(ds.seen)}
+seen_labels = torch.tensor([seen_pos[int(c)] for c in labels])  # index among the seen categories
+class_emb = class_embeddings(w, seen_labels)  # (C_seen, L, D)
+a = residuals(w, class_emb[seen_labels], S)  # (N, |S|, D)
+print(f"{len(w)} codes of {len(ds.seen)} seen categories; residual norm / code norm: "
+      f"{a.norm(dim=-1).mean() / w[:, S].norm(dim=-1).mean():.3f}")
+
+# %% [markdown]
+# Do the residuals carry the font's style rather than the category? A 2-D projection (PCA) of the
+# flattened residuals, coloured by measured style attributes of the font, and by category.
+
+# %%
+flat = a.flatten(1)
+flat = flat - flat.mean(0)
+_, _, v = torch.pca_lowrank(flat, q=2, center=False)
+xy = (flat @ v).numpy()
+fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+for ax, key in zip(axes[:2], ["stroke", "slant_deg"]):
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=attribute_array(ds, key)[style_ids], s=2, cmap="viridis")
+    plt.colorbar(sc, ax=ax); ax.set_title(f"residual PCA, colour = {key}")
+axes[2].scatter(xy[:, 0], xy[:, 1], c=seen_labels.numpy(), s=2, cmap="tab20"); axes[2].set_title("colour = category")
+save_figure(fig, out_dir / "residual_pca.png")
+plt.show()
+
+# %% [markdown]
+# ## Which layers to edit?
+#
+# AGE edits layers 0–5 of 18 (4–16 px of a 1024 px generator). For our 32 px generator we compare candidate
+# sets S by the **cross-category transfer error** on unseen categories with 3 shots — the real glyph of
+# the target character in the source's font is the ground truth. Layers outside S come from the target's
+# class embedding.
+
+# %%
+shots3 = fewshot.draw_shots(ds, 3, seed)
+_, emb3 = fewshot.shot_codes(model, ds, shots3)
+emb3 = dict(zip(shots3, emb3))
+pairs = fewshot.eval_pairs(ds, ds.unseen, n_pairs, rng)
+layer_choice = {}
+for cand in layer_sets.split("|"):
+    layer_choice[cand] = fewshot.transfer_error(model, ds, pairs, emb3, [int(i) for i in cand.split(",")], lpips_alex)
+    print(f"S = {cand:18s} transfer LPIPS {layer_choice[cand]:.4f}")
+
+# %% [markdown]
+# ## AGE: dictionary, coefficients, training
+#
+# `A` has shape `(|S|, D, dict_size)`; one MLP per layer group maps the group's residual to `dict_size`
+# coefficients; the edited code is `w̄_c + A·n` on S. Losses with AGE's weights: L2 + LPIPS reconstruction
+# (here against the real glyph, as AGE does; LPIPS alex for CPU speed), sparsity of `n` (0.005) and
+# orthogonality of `A` to the class embeddings (0.0005). Only `A` and the MLPs train.
+
+# %%
+groups = tuple(tuple(int(i) for i in g.split(",")) for g in age_groups.split("|"))
+age_cfg = age_lib.AGEConfig(n_latent=model.n_latent, style_dim=w.shape[-1], edit_layers=tuple(S), groups=groups,
+                            dict_size=dict_size, lr=age_lr, optimizer="adam")
+age_model = age_lib.AGE(age_cfg)
+perceptual = lambda x, y: lpips_distance(lpips_alex, x.clamp(-1, 1), y)
+t0 = time.perf_counter()
+age_hist = age_lib.train_age(age_model, w, seen_labels, class_emb, model.decode, perceptual, images=images,
+                             steps=age_steps, batch_size=age_batch, seed=seed)
+age_seconds = time.perf_counter() - t0
+gaussian = age_lib.fit_coefficient_gaussian(age_model, w, class_emb[seen_labels])
+save_module(out_dir / "age", age_model, {"age": age_cfg.to_dict(), "train_seconds": age_seconds})
+fig, ax = plt.subplots(figsize=(6, 3))
+for k in ("l2", "lpips", "sparse"):
+    ax.plot(np.convolve(age_hist[k], np.ones(20) / 20, mode="valid"), label=k)
+ax.set_yscale("log"); ax.legend(); ax.set_xlabel("step"); ax.set_title(f"AGE training ({age_seconds:.0f} s)")
+save_figure(fig, out_dir / "age_loss.png")
+plt.show()
+
+# %% [markdown]
+# ## Transfer with continuous residuals vs AGE reconstructions, k = 1 and 3 shots
+
+# %%
+age_reconstruct = lambda r: age_model.directions(age_model.coefficients(r))
+metrics = {"edit_layers": S, "age_train_seconds": age_seconds, "transfer": {}, "diversity": {}}
+shots_by_k = {k: fewshot.draw_shots(ds, k, seed) for k in (1, 3)}
+for k, shots in shots_by_k.items():
+    w_shots, emb = fewshot.shot_codes(model, ds, shots)
+    emb_k = dict(zip(shots, emb))
+    with torch.no_grad():
+        metrics["transfer"][f"k={k}"] = {
+            "continuous": fewshot.transfer_error(model, ds, pairs, emb_k, S, lpips_alex),
+            "AGE": fewshot.transfer_error(model, ds, pairs, emb_k, S, lpips_alex, edit=age_reconstruct),
+        }
+    # AGE generation: n_generate images per unseen category, cycling over its k shots
+    gen = torch.Generator().manual_seed(seed)
+    per_cat = []
+    for ci in range(len(shots)):
+        codes = age_lib.generate(age_model, w_shots[ci], -(-n_generate // k), alpha, gaussian, rng=gen)[:n_generate]
+        per_cat.append(model.decode_batched(codes))
+    metrics["diversity"][f"k={k}"] = {"AGE": fewshot.diversity(per_cat, lpips_vgg)}
+    if k == 1:
+        age_samples = per_cat
+print(json.dumps(metrics, indent=1))
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 3))
+image_grid(torch.stack([x[:12] for x in age_samples[:6]]), ax=ax,
+           row_labels=[ds.categories[c] for c in list(shots_by_k[1])[:6]], title=f"AGE, 1 shot, alpha={alpha}")
+save_figure(fig, fig_dir / "fig_age_samples.png")
+plt.show()
+(out_dir / "metrics.json").write_text(json.dumps({**metrics, "layer_choice": layer_choice}, indent=1))
+
+# %% [markdown]
+# ## Recap
+#
+# - Class embedding + residual: the residual of a glyph's code carries its font's style (the PCA follows
+#   stroke and slant), and moving it to another category's embedding redraws the font on the new character.
+# - AGE compresses residuals into a sparse dictionary; its samples edit an unseen shot's attributes.
+# - Next, `03_codebook_learning` replaces the continuous dictionary by TAGE's discrete codebook.

@@ -1,0 +1,92 @@
+"""The few-shot protocol on glyphs: drawing shots, k-shot class embeddings, transfer error and diversity.
+
+LoFGAN protocol: for every unseen category, k shots (k = 1 or 3) come from its shot pool (a fixed shuffle of
+its first styles), real evaluation images from its evaluation pool. Diversity is the mean pairwise LPIPS
+(VGG, images resized to 32 px) among the images generated for one category, averaged over categories.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from tagelib.factorize import compose, residuals
+from tagelib.glyphs.dataset import GlyphDataset
+from tagelib.latent import LatentSpace
+from tagelib.perceptual import lpips_distance, mean_pairwise_lpips
+
+
+def draw_shots(ds: GlyphDataset, k: int, seed: int = 0) -> dict[int, list[int]]:
+    """k style ids per unseen category (global category id -> styles), drawn from its shot pool."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for c in ds.split_info["unseen_categories"]:
+        pool = ds.split_info["unseen_pools"][c]["shot_pool"]
+        out[ds.category_index[c]] = [int(s) for s in rng.choice(pool, size=k, replace=False)]
+    return out
+
+
+@torch.no_grad()
+def shot_codes(model: LatentSpace, ds: GlyphDataset, shots: dict[int, list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes of the shots (C, k, L, D) and the k-shot class embeddings w̄ (C, L, D), in `shots` order."""
+    imgs = torch.stack([GlyphDataset.to_tensor(ds.images[styles, c]) for c, styles in shots.items()])  # (C, k, 1, H, W)
+    w = model.encode_batched(imgs.flatten(0, 1)).unflatten(0, imgs.shape[:2])
+    return w, w.mean(1)
+
+
+def eval_pairs(ds: GlyphDataset, categories: list[int], n: int, rng: np.random.Generator) -> np.ndarray:
+    """n rows (font, source category, target category) with both glyphs in the evaluation pools."""
+    pools = {c: set(ds.split_info["unseen_pools"][ds.categories[c]]["eval_pool"]) for c in categories}
+    rows = []
+    while len(rows) < n:
+        c, t = rng.choice(categories, size=2, replace=False)
+        common = sorted(pools[c] & pools[t])
+        if common:
+            rows.append((rng.choice(common), c, t))
+    return np.array(rows)
+
+
+@torch.no_grad()
+def transfer_error(model: LatentSpace, ds: GlyphDataset, pairs: np.ndarray, class_emb: dict[int, torch.Tensor],
+                   layers: Sequence[int], lpips_model, edit: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+    """Mean LPIPS between G(w̄_t + edit(E(x_{c,f}) − w̄_c) on S) and the real x_{t,f}.
+
+    `edit` maps residuals (B, |S|, D) to what the method keeps of them (identity: continuous residuals;
+    AGE's dictionary reconstruction; CLM's quantization). Layers outside S come from w̄_t.
+    """
+    f, c, t = pairs.T
+    src = GlyphDataset.to_tensor(ds.images[f, c])
+    truth = GlyphDataset.to_tensor(ds.images[f, t])
+    w_src = model.encode_batched(src)
+    ce_c = torch.stack([class_emb[int(k)] for k in c])
+    ce_t = torch.stack([class_emb[int(k)] for k in t])
+    a = residuals(w_src, ce_c, layers)
+    a = a if edit is None else edit(a)
+    moved = model.decode_batched(compose(ce_t, a, layers, base=ce_t))
+    return lpips_distance(lpips_model, moved, truth).mean().item()
+
+
+def diversity(images_per_category: Sequence[torch.Tensor], lpips_vgg) -> float:
+    """Mean over categories of the mean pairwise LPIPS (VGG, 32 px) among one category's images."""
+    return float(np.mean([mean_pairwise_lpips(lpips_vgg, imgs, resize_to=32) for imgs in images_per_category]))
+
+
+@torch.no_grad()
+def training_codes(model: LatentSpace, ds: GlyphDataset, max_styles: int, seed: int = 0
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Codes of seen-category training glyphs: w (N, L, D), labels (N,), style ids (N,), images (N, 1, H, W).
+
+    At most `max_styles` random training-family styles per category, so the editing stages train on a
+    budget; the same seed gives the same subset.
+    """
+    rng = np.random.default_rng(seed)
+    styles = np.array(ds.split_info["train_styles"])
+    pick = np.sort(rng.choice(styles, size=min(max_styles, len(styles)), replace=False))
+    cats = np.array(ds.seen)
+    s_idx, c_idx = np.meshgrid(pick, cats, indexing="ij")
+    keep = ds.coverage[s_idx, c_idx]
+    s_idx, c_idx = s_idx[keep], c_idx[keep]
+    images = GlyphDataset.to_tensor(ds.images[s_idx, c_idx])
+    return model.encode_batched(images), torch.from_numpy(c_idx), torch.from_numpy(s_idx), images

@@ -1,0 +1,40 @@
+"""The few-shot protocol helpers on the shipped glyph split."""
+
+import numpy as np
+import pytest
+import torch
+
+from tagelib import fewshot
+from tagelib.glyphs.dataset import GlyphDataset
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return GlyphDataset.load()
+
+
+def test_shots_come_from_the_shot_pool(ds):
+    shots = fewshot.draw_shots(ds, 3, seed=0)
+    assert set(shots) == set(ds.unseen)
+    for c, styles in shots.items():
+        pool = ds.split_info["unseen_pools"][ds.categories[c]]["shot_pool"]
+        assert len(set(styles)) == 3 and set(styles) <= set(pool)
+    assert shots == fewshot.draw_shots(ds, 3, seed=0) != fewshot.draw_shots(ds, 3, seed=1)
+
+
+def test_eval_pairs_use_the_evaluation_pools(ds):
+    rows = fewshot.eval_pairs(ds, ds.unseen, 50, np.random.default_rng(0))
+    for f, c, t in rows:
+        assert c != t
+        for k in (c, t):
+            assert f in ds.split_info["unseen_pools"][ds.categories[k]]["eval_pool"]
+
+
+def test_diversity_of_identical_images_is_zero():
+    from tagelib.perceptual import load_lpips
+
+    vgg = load_lpips("vgg")
+    same = [torch.zeros(4, 1, 32, 32).uniform_(-1, 1).expand(4, 1, 32, 32)[:1].repeat(4, 1, 1, 1)]
+    varied = [torch.rand(4, 1, 32, 32) * 2 - 1]
+    assert fewshot.diversity(same, vgg) == pytest.approx(0.0, abs=1e-6)
+    assert fewshot.diversity(varied, vgg) > 0.05
