@@ -15,7 +15,7 @@ def test_unknown_profile_lists_valid_ones():
         run.load_profile("nope")
 
 
-@pytest.mark.parametrize("name", ["smoke", "tiny"])
+@pytest.mark.parametrize("name", run.available_profiles())
 def test_every_profile_parameter_is_declared(name):
     """Each per-notebook value in a profile is a parameter that notebook declares."""
     profile = run.load_profile(name)
