@@ -41,7 +41,7 @@ import numpy as np
 from tagelib.config import check_choice
 from tagelib.glyphs import summary
 from tagelib.glyphs.dataset import SPLITS, GlyphDataset
-from tagelib.paths import resolve
+from tagelib.paths import output_dirs, resolve
 from tagelib.plotting import image_grid, save_figure
 
 # %% tags=["parameters"]
@@ -56,10 +56,7 @@ grid_categories: int = 62  # columns (categories) in that grid
 
 # %%
 check_choice("image_size", image_size, [32, 64])
-out_dir = resolve(run_dir) / "00_data"
-fig_dir = resolve(figures_dir)
-out_dir.mkdir(parents=True, exist_ok=True)
-fig_dir.mkdir(parents=True, exist_ok=True)
+out_dir, fig_dir = output_dirs(run_dir, figures_dir, "00_data")
 rng = np.random.default_rng(seed)
 
 # %% [markdown]

@@ -55,7 +55,7 @@ from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.inversion import refine_codes
 from tagelib.latent import LatentSpace, LatentSpaceConfig
 from tagelib.latent_train import LatentTrainConfig, PairSampler, train_latent_space
-from tagelib.paths import resolve
+from tagelib.paths import output_dirs, resolve
 from tagelib.perceptual import load_lpips, lpips_distance
 from tagelib.plotting import image_grid, save_figure
 from tagelib.psp import EncoderConfig
@@ -88,10 +88,7 @@ refine_steps: int = 30  # optimisation steps for refined inversions (0: skip)
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
-out_dir = resolve(run_dir) / "01_latent_space"
-fig_dir = resolve(figures_dir)
-out_dir.mkdir(parents=True, exist_ok=True)
-fig_dir.mkdir(parents=True, exist_ok=True)
+out_dir, fig_dir = output_dirs(run_dir, figures_dir, "01_latent_space")
 ds = GlyphDataset.load(resolve(data_dir))
 lpips_alex = load_lpips("alex")
 print("LPIPS backbone:", lpips_alex.backbone_source)

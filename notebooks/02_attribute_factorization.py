@@ -37,11 +37,11 @@ import torch
 from tagelib import age as age_lib
 from tagelib import fewshot
 from tagelib.checkpoints import save_module
-from tagelib.factorize import class_embeddings, residuals, validate_layers
+from tagelib.factorize import residuals, validate_layers
 from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.glyphs.summary import attribute_array
 from tagelib.latent import LatentSpace
-from tagelib.paths import require, resolve
+from tagelib.paths import output_dirs, resolve
 from tagelib.perceptual import load_lpips, lpips_distance
 from tagelib.plotting import image_grid, save_figure
 
@@ -68,12 +68,9 @@ n_pairs: int = 512  # glyph pairs for transfer errors
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
-out_dir = resolve(run_dir) / "02_attribute_factorization"
-fig_dir = resolve(figures_dir)
-out_dir.mkdir(parents=True, exist_ok=True)
-fig_dir.mkdir(parents=True, exist_ok=True)
+out_dir, fig_dir = output_dirs(run_dir, figures_dir, "02_attribute_factorization")
 ds = GlyphDataset.load(resolve(data_dir))
-model = LatentSpace.load(require(checkpoint + ".safetensors", "notebooks/01_latent_space.ipynb").with_suffix(""))
+model = LatentSpace.load(resolve(checkpoint))
 S = validate_layers([int(i) for i in edit_layers.split(",")], model.n_latent)
 lpips_alex, lpips_vgg = load_lpips("alex"), load_lpips("vgg")
 
@@ -85,9 +82,7 @@ lpips_alex, lpips_vgg = load_lpips("alex"), load_lpips("vgg")
 
 # %%
 w, labels, style_ids, images = fewshot.training_codes(model, ds, max_styles, seed)
-seen_pos = {c: i for i, c in enumerate(ds.seen)}
-seen_labels = torch.tensor([seen_pos[int(c)] for c in labels])  # index among the seen categories
-class_emb = class_embeddings(w, seen_labels)  # (C_seen, L, D)
+seen_labels, class_emb = fewshot.seen_class_embeddings(w, labels, ds)  # (N,), (C_seen, L, D)
 a = residuals(w, class_emb[seen_labels], S)  # (N, |S|, D)
 print(f"{len(w)} codes of {len(ds.seen)} seen categories; residual norm / code norm: "
       f"{a.norm(dim=-1).mean() / w[:, S].norm(dim=-1).mean():.3f}")

@@ -1,10 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -34,10 +38,10 @@ import torch
 from tagelib import clm, fewshot
 from tagelib.checkpoints import save_module
 from tagelib.codebook import Codebook, CodebookConfig
-from tagelib.factorize import class_embeddings, compose, residuals, validate_layers
+from tagelib.factorize import compose, residuals, validate_layers
 from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.latent import LatentSpace
-from tagelib.paths import require, resolve
+from tagelib.paths import output_dirs, resolve
 from tagelib.perceptual import load_lpips, lpips_distance
 from tagelib.plotting import image_grid, save_figure
 
@@ -65,20 +69,16 @@ n_pairs: int = 512  # glyph pairs for transfer errors
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
-out_dir = resolve(run_dir) / "03_codebook_learning"
-fig_dir = resolve(figures_dir)
-out_dir.mkdir(parents=True, exist_ok=True)
-fig_dir.mkdir(parents=True, exist_ok=True)
+out_dir, fig_dir = output_dirs(run_dir, figures_dir, "03_codebook_learning")
 ds = GlyphDataset.load(resolve(data_dir))
-model = LatentSpace.load(require(checkpoint + ".safetensors", "notebooks/01_latent_space.ipynb").with_suffix(""))
+model = LatentSpace.load(resolve(checkpoint))
 S = validate_layers([int(i) for i in edit_layers.split(",")], model.n_latent)
 lpips_alex, lpips_vgg = load_lpips("alex"), load_lpips("vgg")
 perceptual = lambda x, y: lpips_distance(lpips_alex, x, y)
 
 w, labels, _, _ = fewshot.training_codes(model, ds, max_styles, seed)
-seen_pos = {c: i for i, c in enumerate(ds.seen)}
-seen_labels = torch.tensor([seen_pos[int(c)] for c in labels])
-class_emb = class_embeddings(w, seen_labels)[seen_labels]  # (N, L, D) per sample
+seen_labels, seen_emb = fewshot.seen_class_embeddings(w, labels, ds)
+class_emb = seen_emb[seen_labels]  # (N, L, D) per sample
 print(f"{len(w)} training codes, {len(w) * len(S)} residual vectors of dimension {w.shape[-1]}")
 
 # %% [markdown]

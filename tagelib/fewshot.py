@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from tagelib.factorize import compose, residuals
+from tagelib.factorize import class_embeddings, compose, residuals
 from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.latent import LatentSpace
 from tagelib.perceptual import lpips_distance, mean_pairwise_lpips
@@ -90,3 +90,13 @@ def training_codes(model: LatentSpace, ds: GlyphDataset, max_styles: int, seed: 
     s_idx, c_idx = s_idx[keep], c_idx[keep]
     images = GlyphDataset.to_tensor(ds.images[s_idx, c_idx])
     return model.encode_batched(images), torch.from_numpy(c_idx), torch.from_numpy(s_idx), images
+
+
+def seen_class_embeddings(w: torch.Tensor, labels: torch.Tensor, ds: GlyphDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index among the seen categories (N,) and their class embeddings (C_seen, L, D), for global `labels`."""
+    position = torch.full((len(ds.categories),), -1, dtype=torch.long)
+    position[ds.seen] = torch.arange(len(ds.seen))
+    seen_labels = position[labels]
+    if (seen_labels < 0).any():
+        raise ValueError("labels contain unseen categories; class embeddings here are fitted on seen ones only")
+    return seen_labels, class_embeddings(w, seen_labels, num_classes=len(ds.seen))

@@ -38,3 +38,15 @@ def test_diversity_of_identical_images_is_zero():
     varied = [torch.rand(4, 1, 32, 32) * 2 - 1]
     assert fewshot.diversity(same, vgg) == pytest.approx(0.0, abs=1e-6)
     assert fewshot.diversity(varied, vgg) > 0.05
+
+
+def test_seen_class_embeddings_index_the_seen_categories(ds):
+    two_seen = {**ds.split_info, "seen_categories": [ds.categories[ds.seen[0]], ds.categories[ds.seen[2]]]}
+    small = GlyphDataset(ds.images, ds.coverage, ds.categories, ds.styles, two_seen)
+    w = torch.randn(5, 2, 3)
+    labels = torch.tensor([ds.seen[0], ds.seen[0], ds.seen[2], ds.seen[2], ds.seen[2]])
+    seen_labels, emb = fewshot.seen_class_embeddings(w, labels, small)
+    assert seen_labels.tolist() == [0, 0, 1, 1, 1] and emb.shape == (2, 2, 3)
+    torch.testing.assert_close(emb[1], w[2:5].mean(0))
+    with pytest.raises(ValueError, match="unseen"):
+        fewshot.seen_class_embeddings(w, torch.tensor([ds.unseen[0]] * 5), ds)
