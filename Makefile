@@ -41,8 +41,14 @@ smoke: setup
 pretrain: setup
 	$(PY) -m tagelib.run --profile pretrain --only 01_latent_space
 
+FONTS ?= fontcache
+
+fonts:
+	bash data/fonts/get_fonts.sh $(FONTS)
+
 dataset: setup
-	$(PY) -m tagelib.glyphs build --fonts $(FONTS) --out data/glyphs
+	$(PY) -m tagelib.glyphs.build --fonts $(FONTS)/files --manifest $(FONTS)/manifest.json \
+		--exclude deb/fonts-aenigma/ --out data/glyphs
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -142,7 +142,7 @@ unseen = [ds.category_index[c] for c in info["unseen_categories"]]
 shots = [info["unseen_pools"][ds.categories[k]]["shot_pool"][:3] for k in unseen]
 fig, ax = plt.subplots(figsize=(3, 0.3 * len(unseen) + 1))
 image_grid(np.stack([ds.images[s, k] for s, k in zip(shots, unseen)]), ax=ax,
-           row_labels=[ds.categories[k] for k in unseen], title="3 shots per unseen category")
+           row_labels=[ds.categories[k] for k in unseen], title="first 3 styles of each shot pool")
 plt.show()
 
 # %%

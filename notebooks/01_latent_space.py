@@ -57,7 +57,7 @@ from tagelib.latent import LatentSpace, LatentSpaceConfig
 from tagelib.latent_train import LatentTrainConfig, PairSampler, train_latent_space
 from tagelib.paths import output_dirs, resolve
 from tagelib.perceptual import load_lpips, lpips_distance
-from tagelib.plotting import image_grid, save_figure
+from tagelib.plotting import image_grid, save_figure, smooth
 from tagelib.psp import EncoderConfig
 from tagelib.stylegan2 import Discriminator, DiscriminatorConfig, GeneratorConfig
 
@@ -69,6 +69,7 @@ checkpoint: str = "data/latent/glyph32"  # latent space to load, or to write whe
 seed: int = 0  # seeds training, sampling and evaluation
 threads: int = 2  # torch CPU threads
 train_steps: int = 0  # 0: load `checkpoint`; otherwise train E and G from scratch for this many steps
+overwrite: bool = False  # training may replace an existing `checkpoint` only when this is True
 train_max_styles: int = 0  # keep only this many training styles (0: all)
 batch_size: int = 32  # glyph pairs per step
 lr: float = 0.002  # Adam learning rate
@@ -90,8 +91,8 @@ torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
 out_dir, fig_dir = output_dirs(run_dir, figures_dir, "01_latent_space")
 ds = GlyphDataset.load(resolve(data_dir))
-lpips_alex = load_lpips("alex")
-print("LPIPS backbone:", lpips_alex.backbone_source)
+lpips_alex, lpips_vgg = load_lpips("alex"), load_lpips("vgg")
+print("LPIPS backbones:", lpips_alex.backbone_source, "|", lpips_vgg.backbone_source)
 
 # %% [markdown]
 # ## Build or load E and G
@@ -103,6 +104,8 @@ print("LPIPS backbone:", lpips_alex.backbone_source)
 
 # %%
 if train_steps > 0:
+    if resolve(checkpoint).with_suffix(".safetensors").exists() and not overwrite:
+        raise FileExistsError(f"{checkpoint} exists; set overwrite=True to retrain over it, or choose another path")
     cfg = LatentSpaceConfig(
         GeneratorConfig(size=32, style_dim=style_dim, n_mlp=4, img_channels=1,
                         widths=tuple(int(u) for u in gen_widths.split(","))),
@@ -111,7 +114,8 @@ if train_steps > 0:
                       widths=tuple(int(u) for u in enc_widths.split(","))),
     )
     model = LatentSpace(cfg)
-    styles = ds.split_info["train_styles"][: train_max_styles or None]
+    styles = ds.split_info["train_styles"]
+    styles = sorted(rng.choice(styles, size=train_max_styles, replace=False).tolist()) if train_max_styles else styles
     sampler = PairSampler(ds.images, ds.coverage, styles, ds.seen, seed=seed)
     train_cfg = LatentTrainConfig(steps=train_steps, batch_size=batch_size, lr=lr, lambda_lpips=lambda_lpips,
                                   lambda_cross=lambda_cross, lambda_adv=lambda_adv, cross_warmup=cross_warmup,
@@ -139,7 +143,6 @@ print(f"E {n_params['encoder'] / 1e6:.2f} M, G {n_params['decoder'] / 1e6:.2f} M
 # %%
 hist = info["history"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
-smooth = lambda v: np.convolve(np.nan_to_num(np.asarray(v, dtype=float), nan=np.nan), np.ones(25) / 25, mode="valid")
 for ax, (a, b, title) in zip(axes, [("l1", "cross_l1", "L1"), ("lpips", "cross_lpips", "LPIPS (alex)")]):
     ax.plot(smooth(hist[a]), label="reconstruction")
     ax.plot(smooth(hist[b]), label="cross-reconstruction")
@@ -151,19 +154,23 @@ plt.show()
 # ## Reconstructions of unseen categories
 #
 # The encoder never saw these characters. Rows: real glyphs, E→G reconstructions and, when
-# `refine_steps > 0`, reconstructions after a few optimisation steps on the code (G frozen).
+# `refine_steps > 0`, reconstructions after a few optimisation steps on the code (G frozen). The
+# refinement minimises L1 + LPIPS-alex on the very images it is scored on, so we also report LPIPS-vgg,
+# which it does not optimise.
 
 # %%
 unseen_eval = ds.split("unseen_eval")
 pick = torch.from_numpy(rng.choice(len(unseen_eval), size=min(eval_images, len(unseen_eval)), replace=False))
 x_eval = unseen_eval.images[pick]
-recon = latent_eval.reconstruction(model, x_eval, lpips_alex)
+recon = latent_eval.reconstruction(model, x_eval, lpips_alex, lpips_vgg)
 results = {"reconstruction_unseen": recon}
 refine = lambda m, x: refine_codes(m, x, lambda a, b: lpips_distance(lpips_alex, a, b), steps=refine_steps)
 if refine_steps > 0:
     n_ref = min(128, len(x_eval))
-    results["reconstruction_unseen_refined"] = latent_eval.reconstruction(model, x_eval[:n_ref], lpips_alex, refine=refine)
-    results["reconstruction_unseen_encoder_same_images"] = latent_eval.reconstruction(model, x_eval[:n_ref], lpips_alex)
+    results["reconstruction_unseen_refined"] = latent_eval.reconstruction(model, x_eval[:n_ref], lpips_alex, lpips_vgg,
+                                                                          refine=refine)
+    results["reconstruction_unseen_encoder_same_images"] = latent_eval.reconstruction(model, x_eval[:n_ref], lpips_alex,
+                                                                                      lpips_vgg)
 show = x_eval[:16]
 rows = [show, model.decode_batched(model.encode_batched(show))]
 if refine_steps > 0:
@@ -198,14 +205,15 @@ plt.show()
 # ## Cross-category attribute transfer
 #
 # For a glyph of character c in font f and a target character c' in the same font:
-# `G(w̄_c' + (E(x_{c,f}) − w̄_c))` against the real `x_{c',f}` (LPIPS, alex). Class means w̄ come from
-# the training-family styles of each category. Two trivial baselines: decoding w̄_c' alone, and the real c'
+# `G(w̄_c' + (E(x_{c,f}) − w̄_c))` against the real `x_{c',f}` (LPIPS, alex). Class means w̄ are averaged
+# over 400 random training-family styles of each category (for "training fonts" pairs these may include the
+# pair's own font, with weight 1/400; held-out families never enter them). Two trivial baselines: decoding w̄_c' alone, and the real c'
 # in a random other font. Settings: unseen→unseen and seen→unseen, on training fonts and on held-out families.
 
 # %%
 train_styles, heldout_styles = ds.split_info["train_styles"], ds.split_info["heldout_styles"]
 all_cats = ds.seen + ds.unseen
-means = latent_eval.category_means(model, ds, all_cats, train_styles, max_styles=400)
+means = latent_eval.category_means(model, ds, all_cats, train_styles, max_styles=400, seed=seed)
 class_means = dict(zip(all_cats, means))
 transfer = {}
 for fonts_name, fonts in [("training fonts", train_styles), ("held-out families", heldout_styles)]:
@@ -243,12 +251,14 @@ rec = results["reconstruction_unseen"]
 lines = ["# Glyph latent space (data/glyphs, unseen categories, LPIPS = alex with real ImageNet weights)", "",
          f"checkpoint `{checkpoint}`, {info['train']['steps']} training steps, seed {seed}, CPU threads {threads}", "",
          "| measure | value |", "|---|---|",
-         f"| reconstruction LPIPS / PSNR (E→G, {rec['n']} images) | {rec['lpips']:.4f} / {rec['psnr']:.2f} dB |"]
+         f"| reconstruction LPIPS-alex / LPIPS-vgg / PSNR (E→G, {rec['n']} images) | {rec['lpips']:.4f} / {rec['lpips_vgg']:.4f} / {rec['psnr']:.2f} dB |"]
 if "reconstruction_unseen_refined" in results:
     r = results["reconstruction_unseen_refined"]
-    lines.append(f"| reconstruction LPIPS / PSNR (refined, {refine_steps} steps, {r['n']} images) | {r['lpips']:.4f} / {r['psnr']:.2f} dB |")
+    r0 = results["reconstruction_unseen_encoder_same_images"]
+    lines.append(f"| same {r['n']} images: E→G, then refined ({refine_steps} steps), LPIPS-alex / LPIPS-vgg / PSNR | "
+                 f"{r0['lpips']:.4f} / {r0['lpips_vgg']:.4f} / {r0['psnr']:.2f} dB → {r['lpips']:.4f} / {r['lpips_vgg']:.4f} / {r['psnr']:.2f} dB |")
 for k, v in transfer.items():
-    lines.append(f"| transfer LPIPS {k} (w̄ only / other font) | {v['transfer']:.4f} ({v['class_mean_only']:.4f} / {v['random_other_font']:.4f}) |")
+    lines.append(f"| transfer LPIPS-alex, {k}: transfer (baselines: w̄ only / other font) | {v['transfer']:.4f} ({v['class_mean_only']:.4f} / {v['random_other_font']:.4f}) |")
 tp = results["throughput"]
 lines.append(f"| encode / decode throughput (batch {tp['batch_size']}, {tp['threads']} threads) | {tp['encode_img_per_s']:.0f} / {tp['decode_img_per_s']:.0f} img/s |")
 (fig_dir / "table_latent_space.md").write_text("\n".join(lines) + "\n")

@@ -43,7 +43,7 @@ from tagelib.glyphs.summary import attribute_array
 from tagelib.latent import LatentSpace
 from tagelib.paths import output_dirs, resolve
 from tagelib.perceptual import load_lpips, lpips_distance
-from tagelib.plotting import image_grid, save_figure
+from tagelib.plotting import image_grid, save_figure, smooth
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
@@ -107,10 +107,13 @@ plt.show()
 # %% [markdown]
 # ## Which layers to edit?
 #
-# AGE edits layers 0–5 of 18 (4–16 px of a 1024 px generator). For our 32 px generator we compare candidate
-# sets S by the **cross-category transfer error** on unseen categories with 3 shots — the real glyph of
-# the target character in the source's font is the ground truth. Layers outside S come from the target's
-# class embedding.
+# AGE edits layers 0–5 of 18 (4–16 px of a 1024 px generator), leaving the fine layers to the image's own
+# code. Our glyph latent space was trained with the cross-reconstruction loss on **all 8 layers**
+# (notebook 01): the class embedding + residual factorisation holds on every layer by construction, so we
+# edit S = all layers. As an ablation (not used to choose S: it runs on the evaluation pairs) we compare
+# candidate sets by the **cross-category transfer error** on unseen categories with 3 shots — the real glyph
+# of the target character in the source's font is the ground truth; layers outside S come from the target's
+# class embedding. Fonts here are training families: the latent space saw them, on seen categories only.
 
 # %%
 shots3 = fewshot.draw_shots(ds, 3, seed)
@@ -120,7 +123,7 @@ pairs = fewshot.eval_pairs(ds, ds.unseen, n_pairs, rng)
 layer_choice = {}
 for cand in layer_sets.split("|"):
     layer_choice[cand] = fewshot.transfer_error(model, ds, pairs, emb3, [int(i) for i in cand.split(",")], lpips_alex)
-    print(f"S = {cand:18s} transfer LPIPS {layer_choice[cand]:.4f}")
+    print(f"S = {cand:18s} transfer LPIPS-alex {layer_choice[cand]:.4f}")
 
 # %% [markdown]
 # ## AGE: dictionary, coefficients, training
@@ -144,7 +147,7 @@ gaussian = age_lib.fit_coefficient_gaussian(age_model, w, class_emb[seen_labels]
 save_module(out_dir / "age", age_model, {"age": age_cfg.to_dict(), "train_seconds": age_seconds})
 fig, ax = plt.subplots(figsize=(6, 3))
 for k in ("l2", "lpips", "sparse"):
-    ax.plot(np.convolve(age_hist[k], np.ones(20) / 20, mode="valid"), label=k)
+    ax.plot(smooth(age_hist[k], 20), label=k)
 ax.set_yscale("log"); ax.legend(); ax.set_xlabel("step"); ax.set_title(f"AGE training ({age_seconds:.0f} s)")
 save_figure(fig, out_dir / "age_loss.png")
 plt.show()

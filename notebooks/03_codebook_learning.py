@@ -43,7 +43,7 @@ from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.latent import LatentSpace
 from tagelib.paths import output_dirs, resolve
 from tagelib.perceptual import load_lpips, lpips_distance
-from tagelib.plotting import image_grid, save_figure
+from tagelib.plotting import image_grid, save_figure, smooth
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
@@ -53,7 +53,7 @@ checkpoint: str = "data/latent/glyph32"  # the frozen latent space from notebook
 seed: int = 0  # seeds subsets, training and sampling
 threads: int = 2  # torch CPU threads
 max_styles: int = 300  # training-family styles per seen category used to fit the codebook
-edit_layers: str = "0,1,2,3,4,5,6,7"  # S, as chosen in notebook 02
+edit_layers: str = "0,1,2,3,4,5,6,7"  # S, the edited layers (notebook 02 explains the choice)
 num_codes: int = 1024  # N, codebook size for glyphs
 beta: float = 0.25  # commitment weight
 clm_steps: int = 600  # codebook training steps
@@ -98,8 +98,8 @@ save_module(out_dir / "codebook", codebook, {"codebook": codebook.config.__dict_
 _, idx_all = clm.quantize(codebook, residuals(w, class_emb, S))
 counts = torch.bincount(idx_all.flatten(), minlength=num_codes)
 fig, axes = plt.subplots(1, 3, figsize=(15, 3))
-axes[0].plot(np.convolve(hist["l1"], np.ones(20) / 20, mode="valid"), label="L1")
-axes[0].plot(np.convolve(hist["lpips"], np.ones(20) / 20, mode="valid"), label="LPIPS")
+axes[0].plot(smooth(hist["l1"], 20), label="L1")
+axes[0].plot(smooth(hist["lpips"], 20), label="LPIPS")
 axes[0].legend(); axes[0].set_title(f"CLM training ({clm_seconds:.0f} s)")
 axes[1].bar(np.arange(num_codes), counts.sort(descending=True).values.numpy(), width=1.0)
 axes[1].set_yscale("log"); axes[1].set_title(f"code usage (sorted): {hist['usage'][-1]:.1%} used, perplexity {hist['perplexity'][-1]:.0f}")
@@ -137,9 +137,12 @@ plt.show()
 # %% [markdown]
 # ## Generation for unseen categories: transfer, NN matching and k-nearest sampling
 #
-# Transfer error with CLM-quantized residuals (k-shot class embeddings), then `n_generate` images per
-# unseen category: NN matching quantizes each shot's own residual (so k shots give at most k distinct
-# images), k-nearest sampling draws each layer's code among its `knn_k` nearest.
+# Transfer error with CLM-quantized residuals (k-shot class embeddings; source glyphs and fonts from the
+# evaluation pools), then `n_generate` images per unseen category with k = 3 shots: NN matching quantizes
+# each shot's own residual around the 3-shot class embedding (so 3 shots give at most 3 distinct images),
+# k-nearest sampling draws each layer's code among its `knn_k` nearest. With k = 1 the shot *is* its
+# class embedding, its residual is zero, and both would only add the codes nearest zero to every shot — so
+# CLM generation is reported for k = 3 only; AGE (notebook 02) edits the shot's own code and has a 1-shot row.
 
 # %%
 quantize_edit = lambda r: clm.quantize(codebook, r)[0]
@@ -154,6 +157,8 @@ for k in (1, 3):
     metrics["transfer"][f"k={k}"] = {
         "continuous": fewshot.transfer_error(model, ds, pairs, emb_k, S, lpips_alex),
         "CLM": fewshot.transfer_error(model, ds, pairs, emb_k, S, lpips_alex, edit=quantize_edit)}
+    if k == 1:
+        continue  # see above: the 1-shot residual is zero by construction
     nn_imgs, knn_imgs = [], []
     for ci in range(len(shots)):
         reps = -(-n_generate // k)
@@ -184,5 +189,5 @@ plt.show()
 #
 # - The codebook quantizes residuals with a reconstruction cost the sweep makes visible; usage and
 #   perplexity say how much of it is alive.
-# - NN matching reproduces a shot's attributes but collapses: its diversity is bounded by the number of
-#   shots. k-nearest sampling buys diversity at random — TAGE's CPM will predict coherent code combinations.
+# - NN matching reproduces the shots' attributes (their residuals around the 3-shot class embedding) but
+#   collapses: its diversity is bounded by the number of shots. k-nearest sampling buys diversity at random — TAGE's CPM will predict coherent code combinations.

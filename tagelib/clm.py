@@ -48,7 +48,8 @@ def train_clm(codebook: Codebook, w: torch.Tensor, class_emb_per_sample: torch.T
     """Train `codebook` on residuals of codes w (N, L, D) around their class embeddings (N, L, D).
 
     `decode(w) -> images` is the frozen generator; targets are the decoded original codes G(w).
-    Returns the per-step history (loss, l1, lpips, vq, revived, usage, perplexity, seconds).
+    Returns the per-step history (loss, l1, lpips, vq, revived, seconds) and the final usage and
+    perplexity of the codebook over all residuals (one value each).
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     a = residuals(w, class_emb_per_sample, layers)  # (N, |S|, D)

@@ -39,12 +39,18 @@ def shot_codes(model: LatentSpace, ds: GlyphDataset, shots: dict[int, list[int]]
 def eval_pairs(ds: GlyphDataset, categories: list[int], n: int, rng: np.random.Generator) -> np.ndarray:
     """n rows (font, source category, target category) with both glyphs in the evaluation pools."""
     pools = {c: set(ds.split_info["unseen_pools"][ds.categories[c]]["eval_pool"]) for c in categories}
+    if len(categories) < 2:
+        raise ValueError("eval_pairs needs at least two categories")
     rows = []
-    while len(rows) < n:
+    for _ in range(100 * n):
+        if len(rows) == n:
+            break
         c, t = rng.choice(categories, size=2, replace=False)
         common = sorted(pools[c] & pools[t])
         if common:
             rows.append((rng.choice(common), c, t))
+    if len(rows) < n:
+        raise ValueError(f"found only {len(rows)} of {n} pairs: the evaluation pools barely share fonts")
     return np.array(rows)
 
 

@@ -25,21 +25,27 @@ def psnr(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruction(model: LatentSpace, images: torch.Tensor, lpips_model, refine=None) -> dict:
-    """LPIPS and PSNR of G(E(x)) (or of a refined inversion `refine(model, x) -> w`) against x."""
+def reconstruction(model: LatentSpace, images: torch.Tensor, lpips_model, lpips_vgg=None, refine=None) -> dict:
+    """LPIPS (and LPIPS-vgg when `lpips_vgg` is given) and PSNR of G(E(x)) — or of a refined inversion
+    `refine(model, x) -> w` — against x."""
     w = model.encode_batched(images) if refine is None else refine(model, images)
     fake = model.decode_batched(w)
-    return {"lpips": lpips_distance(lpips_model, fake, images).mean().item(), "psnr": psnr(fake, images).mean().item(),
-            "n": len(images)}
+    out = {"lpips": lpips_distance(lpips_model, fake, images).mean().item(), "psnr": psnr(fake, images).mean().item(),
+           "n": len(images)}
+    if lpips_vgg is not None:
+        out["lpips_vgg"] = lpips_distance(lpips_vgg, fake, images).mean().item()
+    return out
 
 
 @torch.no_grad()
 def category_means(model: LatentSpace, ds: GlyphDataset, categories: list[int], styles: list[int],
-                   max_styles: int | None = None) -> torch.Tensor:
-    """w̄_c for each category: mean code over its covered images among `styles`: (len(categories), L, D)."""
+                   max_styles: int | None = None, seed: int = 0) -> torch.Tensor:
+    """w̄_c for each category: mean code over its covered images among `styles` (a random `max_styles` of
+    them): (len(categories), L, D)."""
+    rng = np.random.default_rng(seed)
     means = []
     for k in categories:
-        s = [x for x in styles if ds.coverage[x, k]][:max_styles]
+        s = rng.permutation([x for x in styles if ds.coverage[x, k]])[:max_styles]
         means.append(model.encode_batched(GlyphDataset.to_tensor(ds.images[s, k])).mean(0))
     return torch.stack(means)
 
@@ -48,11 +54,15 @@ def transfer_pairs(ds: GlyphDataset, styles: list[int], sources: list[int], targ
                    rng: np.random.Generator) -> np.ndarray:
     """n random (font, source category, target category, other font) rows with all three glyphs present."""
     rows = []
-    while len(rows) < n:
+    for _ in range(100 * n):
+        if len(rows) == n:
+            break
         f, c, t = rng.choice(styles), rng.choice(sources), rng.choice(targets)
         other = rng.choice(styles)
         if c != t and other != f and ds.coverage[f, c] and ds.coverage[f, t] and ds.coverage[other, t]:
             rows.append((f, c, t, other))
+    if len(rows) < n:
+        raise ValueError(f"found only {len(rows)} of {n} transfer pairs among {len(styles)} styles")
     return np.array(rows)
 
 

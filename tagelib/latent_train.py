@@ -49,6 +49,9 @@ class PairSampler:
     def __init__(self, images: np.ndarray, coverage: np.ndarray, styles: list[int], categories: list[int], seed: int):
         self.images, self.styles, self.categories = images, np.asarray(styles), np.asarray(categories)
         self.cov = coverage[np.ix_(self.styles, self.categories)]  # (S', K')
+        empty = self.styles[self.cov.sum(1) == 0]
+        if len(empty):
+            raise ValueError(f"styles {empty[:10].tolist()} cover none of the training categories")
         self.rng = np.random.default_rng(seed)
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -49,3 +49,11 @@ def save_figure(fig, path: str | Path, dpi: int = 130) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     return path
+
+
+def smooth(values, window: int = 25) -> np.ndarray:
+    """Moving average for loss curves; the window shrinks for short runs, NaN entries are dropped."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    window = max(1, min(window, len(v)))
+    return np.convolve(v, np.ones(window) / window, mode="valid") if len(v) else v

@@ -67,9 +67,18 @@ def notebook_parameters(profile: dict[str, Any], name: str, declared: dict[str, 
     unknown = sorted(set(specific) - set(declared))
     if unknown:
         raise SystemExit(f"{name}: unknown parameter(s) {unknown}; valid: {sorted(declared)}")
-    params.update(specific)
     params.update({k: v for k, v in overrides.get("*", {}).items() if k in declared})
+    params.update(specific)  # a notebook-specific value wins over a global one
     return params
+
+
+def check_global_keys(profile: dict[str, Any], overrides: dict[str, dict[str, Any]], declared: dict[str, set]) -> None:
+    """Profile defaults and global --set keys must be declared by at least one notebook (typos stop the batch)."""
+    known = set().union(*declared.values()) if declared else set()
+    for where, keys in (("profile defaults", profile["defaults"]), ("--set", overrides.get("*", {}))):
+        unknown = sorted(set(keys) - known)
+        if unknown:
+            raise SystemExit(f"{where}: no notebook declares {unknown}; valid: {sorted(known)}")
 
 
 def parse_overrides(items: list[str], notebooks: list[str]) -> dict[str, dict[str, Any]]:
@@ -98,13 +107,15 @@ def run(profile_name: str, only: list[str] | None = None, prepare_only: bool = F
         if bad:
             raise SystemExit(f"--only: unknown notebook(s) {bad}; valid: {names}")
         names = [n for n in names if n in only]
-    parsed = parse_overrides(list(overrides), names)
-    out_dir = resolve(profile["run_dir"]) / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    parsed = parse_overrides(list(overrides), available_notebooks())
+    declared = {name: set(declared_parameters(NOTEBOOKS_DIR / f"{name}.ipynb")) for name in names}
+    check_global_keys(profile, parsed, declared)
     plan = []
     for name in names:  # validate every notebook's parameters before running anything
         src = NOTEBOOKS_DIR / f"{name}.ipynb"
-        plan.append((name, src, notebook_parameters(profile, name, declared_parameters(src), parsed)))
+        plan.append((name, src, notebook_parameters(profile, name, declared[name], parsed)))
+    out_dir = resolve(profile["run_dir"]) / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
     timings = {}
     bar = tqdm(plan, desc=f"profile {profile_name}", unit="notebook", disable=prepare_only)
     for name, src, params in bar:
@@ -119,7 +130,8 @@ def run(profile_name: str, only: list[str] | None = None, prepare_only: bool = F
             tqdm.write(f"{name}: {timings[name]:.1f} s -> {out_dir / src.name}")
     if not prepare_only:
         summary = {"profile": profile_name, "seconds": timings, "total_seconds": round(sum(timings.values()), 2)}
-        write_text_atomic(out_dir.parent / "run_summary.json", json.dumps(summary, indent=2))
+        name = "run_summary.json" if not only else f"run_summary_{'+'.join(names)}.json"
+        write_text_atomic(out_dir.parent / name, json.dumps(summary, indent=2))
     return out_dir
 
 

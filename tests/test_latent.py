@@ -104,3 +104,10 @@ def test_refinement_lowers_the_loss_and_leaves_weights():
     err = lambda w: (m.decode(w) - x).abs().mean().item()
     assert err(w) < err(w0)
     assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
+
+
+def test_sampler_rejects_styles_without_categories():
+    images, cov = toy_glyphs()
+    cov[1] = False
+    with pytest.raises(ValueError, match="cover none"):
+        PairSampler(images, cov, styles=[0, 1], categories=[0, 1], seed=0)

@@ -21,8 +21,9 @@ def test_every_profile_parameter_is_declared(name):
     profile = run.load_profile(name)
     for nb in run.available_notebooks():
         declared = run.declared_parameters(run.NOTEBOOKS_DIR / f"{nb}.ipynb")
-        params = run.notebook_parameters(profile, nb, declared, {})
-        assert set(params) <= set(declared)
+        specific = set(profile["notebooks"].get(nb, {}))
+        assert specific <= set(declared), f"{name}.{nb} sets undeclared {specific - set(declared)}"
+        run.notebook_parameters(profile, nb, declared, {})
 
 
 def test_unknown_parameter_lists_valid_ones():
@@ -47,3 +48,16 @@ def test_prepare_only_injects_parameters(tmp_path, monkeypatch):
     nb = json.loads((out / "00_data.ipynb").read_text())
     injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert injected and "grid_styles = 6" in "".join(injected[0]["source"])
+
+
+def test_notebook_value_wins_over_global_set():
+    profile = run.load_profile("smoke")
+    declared = {"seed": {}, "grid_styles": {}, "grid_categories": {}}
+    params = run.notebook_parameters(profile, "00_data", declared, {"*": {"seed": 1}, "00_data": {"seed": 2}})
+    assert params["seed"] == 2
+
+
+def test_global_typo_stops_the_batch():
+    profile = run.load_profile("smoke")
+    with pytest.raises(SystemExit, match=r"no notebook declares \['sed'\]"):
+        run.check_global_keys(profile, {"*": {"sed": 3}}, {"00_data": {"seed", "run_dir"}})
