@@ -171,9 +171,7 @@ def describe(face: FontFace, chars: str, images: np.ndarray, size: int, source: 
     monospace = bool(advances.std() / advances.mean() < 0.02)
     width = float(np.mean([font.getlength(c) for c in "abcdefghijklmnopqrstuvwxyz" if c in idx]) / cap)
     slant = measure_slant(images[[idx[c] for c in "HINOU"]])
-    rows = np.nonzero(images[idx["H"]].max(1) > 127)[0]  # the rendered cap height: smaller if the font was shrunk
-    cap_px = float(rows.max() - rows.min() + 1) if len(rows) else 0.5 * size
-    stroke = measure_stroke(images[[idx[c] for c in letters]], cap_px)
+    stroke = measure_stroke(images[[idx[c] for c in letters]], 0.5 * size)  # nominal cap height (see data card)
     weight, weight_source = resolve_weight(weight_override or weight, stroke)
     info = StyleInfo(
         family=family, subfamily=subfamily, full_name=full_name,
