@@ -37,12 +37,9 @@ import torch
 from tagelib import age as age_lib
 from tagelib import fewshot
 from tagelib.checkpoints import save_module
-from tagelib.factorize import residuals, validate_layers
-from tagelib.glyphs.dataset import GlyphDataset
+from tagelib.factorize import residuals
 from tagelib.glyphs.summary import attribute_array
-from tagelib.latent import LatentSpace
-from tagelib.paths import output_dirs, resolve
-from tagelib.perceptual import load_lpips, lpips_distance
+from tagelib.perceptual import lpips_distance
 from tagelib.plotting import image_grid, save_figure, smooth
 
 # %% tags=["parameters"]
@@ -65,14 +62,8 @@ n_generate: int = 32  # generated images per unseen category (diversity)
 n_pairs: int = 512  # glyph pairs for transfer errors
 
 # %%
-torch.set_num_threads(threads)
-torch.manual_seed(seed)
-rng = np.random.default_rng(seed)
-out_dir, fig_dir = output_dirs(run_dir, figures_dir, "02_attribute_factorization")
-ds = GlyphDataset.load(resolve(data_dir))
-model = LatentSpace.load(resolve(checkpoint))
-S = validate_layers([int(i) for i in edit_layers.split(",")], model.n_latent)
-lpips_alex, lpips_vgg = load_lpips("alex"), load_lpips("vgg")
+ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_context(
+    "02_attribute_factorization", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads)
 
 # %% [markdown]
 # ## Class embeddings and residuals

@@ -7,15 +7,17 @@ its first styles), real evaluation images from its evaluation pool. Diversity is
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
-from tagelib.factorize import class_embeddings, compose, residuals
+from tagelib.factorize import class_embeddings, compose, residuals, validate_layers
 from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.latent import LatentSpace
-from tagelib.perceptual import lpips_distance, mean_pairwise_lpips
+from tagelib.paths import output_dirs, resolve
+from tagelib.perceptual import load_lpips, lpips_distance, mean_pairwise_lpips
 
 
 def draw_shots(ds: GlyphDataset, k: int, seed: int = 0) -> dict[int, list[int]]:
@@ -106,3 +108,31 @@ def seen_class_embeddings(w: torch.Tensor, labels: torch.Tensor, ds: GlyphDatase
     if (seen_labels < 0).any():
         raise ValueError("labels contain unseen categories; class embeddings here are fitted on seen ones only")
     return seen_labels, class_embeddings(w, seen_labels, num_classes=len(ds.seen))
+
+
+class EditingContext(NamedTuple):
+    """What notebooks 02 and 03 start from: data, the frozen latent space, the edited layers, metrics, folders."""
+
+    ds: GlyphDataset
+    model: LatentSpace
+    layers: list[int]
+    lpips_alex: torch.nn.Module
+    lpips_vgg: torch.nn.Module
+    out_dir: Path
+    fig_dir: Path
+    rng: np.random.Generator
+
+
+def editing_context(notebook: str, run_dir: str, figures_dir: str, data_dir: str, checkpoint: str, edit_layers: str,
+                    seed: int, threads: int) -> EditingContext:
+    """Seed torch, set its threads, create the output folders and load data, latent space and LPIPS nets.
+
+    `edit_layers` is a comma-separated list ("0,1,2,3"); a missing checkpoint names notebook 01.
+    """
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    out_dir, fig_dir = output_dirs(run_dir, figures_dir, notebook)
+    model = LatentSpace.load(resolve(checkpoint))
+    layers = validate_layers([int(i) for i in edit_layers.split(",")], model.n_latent)
+    return EditingContext(GlyphDataset.load(resolve(data_dir)), model, layers, load_lpips("alex"), load_lpips("vgg"),
+                          out_dir, fig_dir, np.random.default_rng(seed))

@@ -50,3 +50,8 @@ def test_seen_class_embeddings_index_the_seen_categories(ds):
     torch.testing.assert_close(emb[1], w[2:5].mean(0))
     with pytest.raises(ValueError, match="unseen"):
         fewshot.seen_class_embeddings(w, torch.tensor([ds.unseen[0]] * 5), ds)
+
+
+def test_editing_context_names_notebook_01_when_the_checkpoint_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="01_latent_space"):
+        fewshot.editing_context("02_x", str(tmp_path), str(tmp_path), "data/glyphs", str(tmp_path / "absent"), "0,1", 0, 1)
