@@ -24,7 +24,7 @@ def test_checkpoint_fits_the_budget():
 
 
 def test_recorded_training_matches_the_pretrain_profile(model):
-    """The file is what `make pretrain` makes now: same steps, batch and seed, trained within the hour."""
+    """Its recorded steps, batch size and seed are the pretrain profile's, and it trained within the hour."""
     profile = yaml.safe_load((PROFILES_DIR / "pretrain.yaml").read_text())
     params = {**profile["defaults"], **profile["notebooks"]["01_latent_space"]}
     info = model.training_info
