@@ -121,9 +121,8 @@ if train_steps > 0:
                                   lambda_cross=lambda_cross, lambda_adv=lambda_adv, cross_warmup=cross_warmup,
                                   seed=seed)
     disc = Discriminator(DiscriminatorConfig(size=32, img_channels=1, max_channels=64)) if lambda_adv > 0 else None
-    lpips_train = load_lpips("alex")
     history = train_latent_space(model, sampler, len(ds.categories), train_cfg,
-                                 perceptual=lambda a, b: lpips_distance(lpips_train, a, b), discriminator=disc)
+                                 perceptual=lambda a, b: lpips_distance(lpips_alex, a, b), discriminator=disc)
     training_info = {"train": train_cfg.__dict__, "train_styles": len(styles),
                      "train_seconds": history["seconds"][-1], "history": history}
     model.save(resolve(checkpoint), training_info)

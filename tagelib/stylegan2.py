@@ -48,6 +48,13 @@ def _check_size(size: int, name: str = "size") -> int:
     return log_size
 
 
+def _normalise_config(cfg) -> None:
+    """Shared by the generator and discriminator configs: check the size; JSON lists back to tuples."""
+    _check_size(cfg.size)
+    cfg.blur_kernel = tuple(cfg.blur_kernel)
+    cfg.widths = tuple(int(w) for w in cfg.widths)
+
+
 @dataclass
 class GeneratorConfig:
     size: int = 32  # output resolution, power of two in [8, 1024]
@@ -61,9 +68,7 @@ class GeneratorConfig:
     blur_kernel: tuple = (1, 3, 3, 1)  # FIR filter for up/down-sampling
 
     def __post_init__(self) -> None:
-        _check_size(self.size)
-        self.blur_kernel = tuple(self.blur_kernel)
-        self.widths = tuple(int(w) for w in self.widths)
+        _normalise_config(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "GeneratorConfig":
@@ -403,9 +408,7 @@ class DiscriminatorConfig:
     stddev_group: int = 4  # minibatch-stddev group size
 
     def __post_init__(self) -> None:
-        _check_size(self.size)
-        self.blur_kernel = tuple(self.blur_kernel)
-        self.widths = tuple(int(w) for w in self.widths)
+        _normalise_config(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "DiscriminatorConfig":
