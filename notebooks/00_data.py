@@ -38,6 +38,7 @@ import json
 import matplotlib.pyplot as plt
 import numpy as np
 
+from tagelib.atomic import write_text_atomic
 from tagelib.config import check_choice
 from tagelib.glyphs import summary
 from tagelib.glyphs.dataset import SPLITS, GlyphDataset
@@ -153,8 +154,8 @@ table = summary.markdown_table({
     "held-out families (styles)": f"{stats['heldout_families']} ({stats['heldout_styles']})",
     "image size": f"{image_size} px, grayscale",
 })
-(fig_dir / "table_dataset.md").write_text("# Glyph dataset (data/glyphs, embedded default)\n\n" + table)
-(out_dir / "summary.json").write_text(json.dumps(stats, indent=1))
+write_text_atomic(fig_dir / "table_dataset.md", "# Glyph dataset (data/glyphs, embedded default)\n\n" + table)
+write_text_atomic(out_dir / "summary.json", json.dumps(stats, indent=1))
 print(table)
 
 # %% [markdown]

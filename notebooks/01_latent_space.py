@@ -51,11 +51,12 @@ import numpy as np
 import torch
 
 from tagelib import latent_eval
+from tagelib.atomic import write_text_atomic
 from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.inversion import refine_codes
 from tagelib.latent import LatentSpace, LatentSpaceConfig
 from tagelib.latent_train import LatentTrainConfig, PairSampler, train_latent_space
-from tagelib.paths import output_dirs, resolve
+from tagelib.paths import checkpoint_file, output_dirs, resolve
 from tagelib.perceptual import load_lpips, lpips_distance
 from tagelib.plotting import image_grid, save_figure, smooth
 from tagelib.psp import EncoderConfig
@@ -103,8 +104,10 @@ print("LPIPS backbones:", lpips_alex.backbone_source, "|", lpips_vgg.backbone_so
 # generalisation.
 
 # %%
+if train_steps < 0:
+    raise ValueError(f"train_steps={train_steps}: use 0 to load `checkpoint`, or a positive number of steps to train")
 if train_steps > 0:
-    if resolve(checkpoint).with_suffix(".safetensors").exists() and not overwrite:
+    if checkpoint_file(resolve(checkpoint)).exists() and not overwrite:
         raise FileExistsError(f"{checkpoint} exists; set overwrite=True to retrain over it, or choose another path")
     cfg = LatentSpaceConfig(
         GeneratorConfig(size=32, style_dim=style_dim, n_mlp=4, img_channels=1,
@@ -243,7 +246,7 @@ results["throughput"] = latent_eval.throughput(model, x_eval)
 results["parameters"] = n_params
 results["seed"] = seed
 print(results["throughput"])
-(out_dir / "metrics.json").write_text(json.dumps(results, indent=1))
+write_text_atomic(out_dir / "metrics.json", json.dumps(results, indent=1))
 
 # %%
 rec = results["reconstruction_unseen"]
@@ -260,7 +263,7 @@ for k, v in transfer.items():
     lines.append(f"| transfer LPIPS-alex, {k}: transfer (baselines: w̄ only / other font) | {v['transfer']:.4f} ({v['class_mean_only']:.4f} / {v['random_other_font']:.4f}) |")
 tp = results["throughput"]
 lines.append(f"| encode / decode throughput (batch {tp['batch_size']}, {tp['threads']} threads) | {tp['encode_img_per_s']:.0f} / {tp['decode_img_per_s']:.0f} img/s |")
-(fig_dir / "table_latent_space.md").write_text("\n".join(lines) + "\n")
+write_text_atomic(fig_dir / "table_latent_space.md", "\n".join(lines) + "\n")
 print("\n".join(lines))
 
 # %% [markdown]

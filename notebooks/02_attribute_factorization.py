@@ -36,6 +36,7 @@ import torch
 
 from tagelib import age as age_lib
 from tagelib import fewshot
+from tagelib.atomic import write_text_atomic
 from tagelib.checkpoints import save_module
 from tagelib.factorize import residuals
 from tagelib.glyphs.summary import attribute_array
@@ -175,7 +176,7 @@ image_grid(torch.stack([x[:12] for x in age_samples[:6]]), ax=ax,
            row_labels=[ds.categories[c] for c in list(shots_by_k[1])[:6]], title=f"AGE, 1 shot, alpha={alpha}")
 save_figure(fig, fig_dir / "fig_age_samples.png")
 plt.show()
-(out_dir / "metrics.json").write_text(json.dumps({**metrics, "layer_choice": layer_choice}, indent=1))
+write_text_atomic(out_dir / "metrics.json", json.dumps({**metrics, "layer_choice": layer_choice}, indent=1))
 
 # %% [markdown]
 # ## Recap

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from tagelib import clm, fewshot
+from tagelib.atomic import write_text_atomic
 from tagelib.checkpoints import save_module
 from tagelib.codebook import Codebook, CodebookConfig
 from tagelib.factorize import compose, residuals
@@ -173,7 +174,7 @@ image_grid(torch.stack([x[:12] for x in knn_imgs[:4]]), ax=axes[1], row_labels=[
            title=f"k-nearest sampling (k={knn_k})")
 save_figure(fig, fig_dir / "fig_clm_generation.png")
 plt.show()
-(out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=1))
 
 # %% [markdown]
 # ## Recap

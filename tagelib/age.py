@@ -227,6 +227,8 @@ def train_age(
     history {"loss", "l2", ["lpips"], "sparse", "orth"}.
     """
     cfg = model.cfg
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1 (AGE training steps), got {steps}")
     if w.dim() != 3 or w.shape[1:] != (cfg.n_latent, cfg.style_dim):
         raise ValueError(f"w must be (N, {cfg.n_latent}, {cfg.style_dim}), got {tuple(w.shape)}")
     N = w.shape[0]

@@ -1,4 +1,4 @@
-"""Checkpoints: one explicit importer for foreign `.pt` files, and our own safetensors format.
+"""Checkpoints: one explicit importer for foreign `.pt` files (official StyleGAN2, pSp, AGE).
 
 Foreign formats (all read with ``torch.load(weights_only=True)``; nothing else is unpickled):
 
@@ -9,66 +9,33 @@ Foreign formats (all read with ``torch.load(weights_only=True)``; nothing else i
 - AGE (UniBester/AGE): as pSp plus ``ax.*`` (dictionary ``ax.A`` (6, 512, 100) and its MLPs);
   the ``ax`` sub-dict is returned for the AGE module to load.
 
-Our format: ``<stem>.safetensors`` (tensors) + ``<stem>.json`` (config and layout), both written
-atomically, read back with `load_module`.
+Our own format (one safetensors file with its config and a content hash) lives in
+`tagelib.checkpoint_io`; its public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from tagelib.atomic import atomic_path
-
-FORMAT = "tagelib-checkpoint-v1"
-_SEP = "/"  # group separator inside safetensors keys; never appears in torch state-dict keys
-
-
-class CheckpointMismatchError(ValueError):
-    """A state dict does not fit a module: lists missing / unexpected keys and shape mismatches."""
-
-
-# ----------------------------------------------------------------------------- state-dict checks
-
-
-def _preview(keys: list[str], n: int = 10) -> str:
-    more = f", ... (+{len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], name: str = "module") -> None:
-    """Raise CheckpointMismatchError unless `state` has exactly the keys and shapes of `module`."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        lines = [f"checkpoint does not fit {name} ({type(module).__name__}):"]
-        if missing:
-            lines.append(f"  {len(missing)} missing key(s): {_preview(missing)}")
-        if unexpected:
-            lines.append(f"  {len(unexpected)} unexpected key(s): {_preview(unexpected)}")
-        if shapes:
-            lines.append(f"  {len(shapes)} shape mismatch(es): {_preview(shapes)}")
-        lines.append("  (check the config: size, style_dim, n_mlp, channel_multiplier, n_styles, ...)")
-        raise CheckpointMismatchError("\n".join(lines))
-
-
-def load_checked(module: nn.Module, state: Mapping[str, Tensor], name: str = "module") -> None:
-    """`check_state_dict` then `module.load_state_dict(state, strict=True)`."""
-    check_state_dict(module, state, name)
-    module.load_state_dict(state, strict=True)
-
+from tagelib.checkpoint_io import (  # noqa: F401  (re-exported: the public checkpoint API)
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointMismatchError,
+    check_state_dict,
+    load_checked,
+    load_module,
+    load_state_into,
+    read_checkpoint_config,
+    save_module,
+)
 
 # ----------------------------------------------------------------------------- foreign checkpoints
 
@@ -85,10 +52,31 @@ class ImportedCheckpoint:
     state_dicts: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # every sub-dict found
 
 
-def _torch_load(path: str | os.PathLike) -> dict:
-    # rosinality's train.py pickles `args` (an argparse.Namespace): allow that one plain class
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location="cpu", weights_only=True)
+def _torch_load(path: Path) -> Mapping[str, Any]:
+    """`torch.load(weights_only=True)`; an empty, truncated or non-checkpoint file raises a short
+    CheckpointCorruptError naming the file (torch's own messages run to pages)."""
+    if path.stat().st_size == 0:
+        raise CheckpointCorruptError(f"{path}: empty file, not a PyTorch checkpoint")
+    try:
+        # rosinality's train.py pickles `args` (an argparse.Namespace): allow that one plain class
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError, UnicodeDecodeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise CheckpointCorruptError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointCorruptError(f"{path}: holds a {type(ckpt).__name__}, not a checkpoint dict")
+    return ckpt
+
+
+def _check_latent_avg(latent_avg: Tensor, target: Tensor) -> None:
+    """pSp's average code must broadcast to the encoder's (L, D): (D,), (1, D) or (L, D)."""
+    if latent_avg.dim() not in (1, 2) or latent_avg.shape[-1] != target.shape[-1] or (
+            latent_avg.dim() == 2 and latent_avg.shape[0] not in (1, target.shape[0])):
+        raise CheckpointMismatchError(f"latent_avg has shape {tuple(latent_avg.shape)}; the encoder needs "
+                                      f"(D,), (1, D) or (L, D) with (L, D) = {tuple(target.shape)}")
+    if not latent_avg.is_floating_point() or not torch.isfinite(latent_avg).all():
+        raise CheckpointMismatchError(f"latent_avg must be finite floating-point values")
 
 
 def _strip_ddp(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -107,7 +95,7 @@ def _sub(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
 
 def _detect(ckpt: Mapping[str, Any]) -> str:
     if "state_dict" in ckpt:
-        keys = _strip_ddp(ckpt["state_dict"]).keys()
+        keys = _strip_ddp(_state_dict(ckpt["state_dict"], "'state_dict'")).keys()
         return "age" if any(k.startswith("ax.") for k in keys) else "psp"
     if "g_ema" in ckpt or "g" in ckpt:
         return "rosinality"
@@ -130,12 +118,29 @@ def import_foreign_checkpoint(path_or_dict: str | os.PathLike | Mapping[str, Any
     if kind not in ("auto", "rosinality", "psp", "age"):
         raise ValueError(f"kind={kind!r}; choose one of ['auto', 'rosinality', 'psp', 'age']")
     if isinstance(path_or_dict, Mapping):
-        ckpt = path_or_dict
+        ckpt, where = path_or_dict, "checkpoint dict"
     else:
         path = Path(path_or_dict)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
-        ckpt = _torch_load(path)
+        ckpt, where = _torch_load(path), str(path)
+    try:
+        return _import(ckpt, where, generator, encoder, discriminator, kind, generator_key)
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"{where}: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def _state_dict(value: Any, what: str) -> dict[str, Tensor]:
+    if not isinstance(value, Mapping):
+        raise CheckpointMismatchError(f"{what} is a {type(value).__name__}, not a state dict")
+    return dict(value)
+
+
+def _import(ckpt: Mapping[str, Any], where: str, generator: nn.Module | None, encoder: nn.Module | None,
+            discriminator: nn.Module | None, kind: str, generator_key: str) -> ImportedCheckpoint:
+    """Validate everything, then load; nothing is modified unless every check passes."""
     detected = _detect(ckpt)
     if kind != "auto" and kind != detected:
         raise ValueError(f"kind={kind!r} but the checkpoint looks like {detected!r}")
@@ -145,13 +150,13 @@ def import_foreign_checkpoint(path_or_dict: str | os.PathLike | Mapping[str, Any
     if detected == "rosinality":
         for name, key in (("generator", generator_key), ("g", "g"), ("g_ema", "g_ema"), ("discriminator", "d")):
             if key in ckpt:
-                subs.setdefault(name, dict(ckpt[key]))
+                subs.setdefault(name, _state_dict(ckpt[key], repr(key)))
         if "generator" not in subs:
             raise ValueError(f"rosinality checkpoint has no {generator_key!r}; top-level keys {sorted(ckpt)}")
         if encoder is not None:
             raise ValueError("a rosinality checkpoint holds no encoder; pass encoder=None")
     else:
-        state = _strip_ddp(ckpt["state_dict"])
+        state = _strip_ddp(_state_dict(ckpt["state_dict"], "'state_dict'"))
         subs["generator"] = _sub(state, "decoder")
         subs["encoder"] = _sub(state, "encoder")
         if detected == "age":
@@ -175,6 +180,8 @@ def import_foreign_checkpoint(path_or_dict: str | os.PathLike | Mapping[str, Any
         plan.append(("encoder", encoder.encoder if is_wrapper else encoder, subs["encoder"]))
     for name, module, state in plan:  # check everything first: a mismatch leaves every module untouched
         check_state_dict(module, state, name)
+    if is_wrapper and latent_avg is not None:
+        _check_latent_avg(latent_avg, encoder.latent_avg)
     for name, module, state in plan:
         module.load_state_dict(state, strict=True)
     if is_wrapper and latent_avg is not None:
@@ -184,75 +191,3 @@ def import_foreign_checkpoint(path_or_dict: str | os.PathLike | Mapping[str, Any
                               ax=subs.get("ax"), state_dicts=subs)
 
 
-# ----------------------------------------------------------------------------- our format
-
-
-def _stem(path_stem: str | os.PathLike) -> Path:
-    p = Path(path_stem)
-    return p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-
-
-def _to_state(obj: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
-    state = obj.state_dict() if isinstance(obj, nn.Module) else obj
-    # own, contiguous CPU copies: safetensors refuses shared or strided storage
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-
-
-def _jsonable(config: Any) -> Any:
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        config = dataclasses.asdict(config)
-    return json.loads(json.dumps(config))  # fail early (before any file is written) if not JSON-able
-
-
-def save_module(path_stem: str | os.PathLike, module_or_state_dicts: nn.Module | Mapping[str, Any],
-                config: Any) -> tuple[Path, Path]:
-    """Write `<stem>.safetensors` (weights) and `<stem>.json` (config), each atomically.
-
-    module_or_state_dicts: a module, one state dict, or a mapping name -> module / state dict
-    (e.g. {"generator": G, "encoder": E}); `load_module` gives back the same layout.
-    config: a dict or dataclass (stored as `asdict`). Returns the two paths.
-    """
-    stem = _stem(path_stem)
-    obj = module_or_state_dicts
-    single = isinstance(obj, nn.Module) or all(isinstance(v, Tensor) for v in obj.values())
-    if single:
-        tensors, groups = _to_state(obj), None
-    else:
-        groups = list(obj)
-        bad = [g for g in groups if _SEP in g]
-        if bad:
-            raise ValueError(f"group names may not contain {_SEP!r}: {bad}")
-        tensors = {f"{g}{_SEP}{k}": v for g in groups for k, v in _to_state(obj[g]).items()}
-    meta = {"format": FORMAT, "groups": groups, "config": _jsonable(config)}
-    text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-
-    st_path, js_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    with atomic_path(st_path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT})
-    with atomic_path(js_path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return st_path, js_path
-
-
-def load_module(path_stem: str | os.PathLike, hint: str = "") -> tuple[dict[str, Any], dict]:
-    """Read what `save_module` wrote: (state_dict, config) or ({name: state_dict}, config).
-
-    hint: appended to the missing-file error, e.g. "run notebooks/01_latent_space.ipynb first".
-    """
-    stem = _stem(path_stem)
-    st_path, js_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    for p in (js_path, st_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {p}" + (f" -- {hint}" if hint else ""))
-    meta = json.loads(js_path.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{js_path} is not a {FORMAT} file (format={meta.get('format')!r})")
-    tensors = load_file(str(st_path), device="cpu")
-    groups = meta.get("groups")
-    if groups is None:
-        return tensors, meta["config"]
-    out: dict[str, dict[str, Tensor]] = {g: {} for g in groups}
-    for k, v in tensors.items():
-        g, key = k.split(_SEP, 1)
-        out[g][key] = v
-    return out, meta["config"]

@@ -38,6 +38,12 @@ class CLMTrainConfig:
     revive_every: int = 100  # steps between dead-code revivals (0: never)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got steps={self.steps}, batch_size={self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
     @classmethod
     def from_dict(cls, values) -> "CLMTrainConfig":
         return build_config(cls, values)

@@ -1,7 +1,7 @@
 """The frozen latent space TAGE edits: a pSp encoder E (image -> W+) and a StyleGAN2 generator G (W+ -> image).
 
 `LatentSpace` bundles them with pSp's `latent_avg` and their configs; `save`/`load` store our own
-weights as safetensors + JSON config. Foreign checkpoints (rosinality, pSp, AGE) go through
+weights as one hash-checked safetensors file with the config in its header (`tagelib.checkpoint_io`). Foreign checkpoints (rosinality, pSp, AGE) go through
 `tagelib.checkpoints.import_foreign_checkpoint` instead.
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from tagelib.checkpoints import load_module, save_module
+from tagelib.checkpoint_io import CheckpointMismatchError, load_checked, load_module, save_module
+from tagelib.paths import checkpoint_file
 from tagelib.psp import EncoderConfig, GradualStyleEncoder
 from tagelib.stylegan2 import Generator, GeneratorConfig
 
@@ -86,16 +87,30 @@ class LatentSpace(nn.Module):
         """Decode many codes without gradients, clamped to the image range [-1, 1]: (N, L, D) -> (N, C, S, S)."""
         return torch.cat([self.decode(w[i:i + batch_size]) for i in range(0, len(w), batch_size)]).clamp(-1, 1)
 
-    def save(self, stem: str | Path, extra_config: dict | None = None) -> None:
-        """Write `<stem>.safetensors` + `<stem>.json` atomically."""
+    def save(self, stem: str | Path, extra_config: dict | None = None) -> Path:
+        """Write `<stem>.safetensors` (weights, config, `extra_config`, hash) atomically; returns its path."""
         config = {"generator": dataclasses.asdict(self.cfg.generator), "encoder": dataclasses.asdict(self.cfg.encoder)}
-        save_module(stem, self, {**config, **(extra_config or {})})
+        return save_module(stem, self, {**config, **(extra_config or {})})
 
     @classmethod
     def load(cls, stem: str | Path, frozen: bool = True) -> "LatentSpace":
-        """Load our checkpoint; a missing file names the notebook that makes it."""
-        state, config = load_module(stem, hint=f"it is made by {MADE_BY}")
-        model = cls(LatentSpaceConfig(config["generator"], config["encoder"]))
-        model.load_state_dict(state)
+        """Load our checkpoint. Every error names the file: missing (and the notebook that makes it),
+        corrupted (`CheckpointCorruptError`), or another architecture (`CheckpointMismatchError`)."""
+        path = checkpoint_file(stem)
+        state, config = load_module(path, hint=f"it is made by {MADE_BY}")
+        missing = [k for k in ("generator", "encoder") if not isinstance(config, dict) or not isinstance(config.get(k), dict)]
+        if missing:
+            keys = sorted(config) if isinstance(config, dict) else type(config).__name__
+            raise CheckpointMismatchError(f"{path}: not a latent-space checkpoint: its config has no {missing} "
+                                          f"section(s) (it has {keys}); latent spaces are made by {MADE_BY}")
+        try:
+            cfg = LatentSpaceConfig(dict(config["generator"]), dict(config["encoder"]))
+        except (TypeError, ValueError) as e:
+            raise CheckpointMismatchError(f"{path}: invalid latent-space config: {e}") from None
+        model = cls(cfg)
+        try:
+            load_checked(model, state, name="LatentSpace")
+        except CheckpointMismatchError as e:
+            raise CheckpointMismatchError(f"{path}: {e}") from None
         model.training_info = {k: v for k, v in config.items() if k not in ("generator", "encoder")}
         return model.freeze() if frozen else model

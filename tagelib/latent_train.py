@@ -38,6 +38,12 @@ class LatentTrainConfig:
     lr_decay_start: float = 0.6  # fraction of steps after which the lr decays linearly to 10 %
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got steps={self.steps}, batch_size={self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
     @classmethod
     def from_dict(cls, values) -> "LatentTrainConfig":
         return build_config(cls, values)

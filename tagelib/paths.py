@@ -20,6 +20,15 @@ def resolve(path: str | Path) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+def checkpoint_file(path_or_stem: str | Path) -> Path:
+    """`<stem>.safetensors` for a checkpoint stem, or the path itself when it ends in .safetensors (.json: the
+    earlier two-file format's config, same stem). A stem may contain dots (`glyph32.v2` -> `glyph32.v2.safetensors`)."""
+    p = Path(path_or_stem)
+    if p.suffix == ".safetensors":
+        return p
+    return p.with_suffix(".safetensors") if p.suffix == ".json" else p.with_name(p.name + ".safetensors")
+
+
 def require(path: str | Path, made_by: str) -> Path:
     """Return the resolved `path`, or fail with a message naming the notebook or command that makes it."""
     resolved = resolve(path)

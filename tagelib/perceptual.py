@@ -31,6 +31,7 @@ is repeated to 3 channels), unless an ``input_range`` argument says otherwise.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -38,14 +39,15 @@ import os
 import pickle
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import lpips
+if TYPE_CHECKING:  # lpips (and torchvision under it) is imported when a network is built, not with this module
+    import lpips
 
 from tagelib.atomic import atomic_path
 
@@ -317,11 +319,16 @@ def _backbone_state_dict(
 # --------------------------------------------------------------------------- LPIPS
 
 
-class _FrozenLPIPS(lpips.LPIPS):
+@functools.cache
+def _frozen_lpips_class() -> type:
     """lpips.LPIPS that stays in eval mode (dropout off) whatever a parent module's .train() says."""
+    import lpips
 
-    def train(self, mode: bool = True) -> "_FrozenLPIPS":
-        return super().train(False)
+    class _FrozenLPIPS(lpips.LPIPS):
+        def train(self, mode: bool = True) -> "_FrozenLPIPS":
+            return super().train(False)
+
+    return _FrozenLPIPS
 
 
 def load_lpips(
@@ -337,7 +344,7 @@ def load_lpips(
     net = _canonical_net(net)
     with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=False`
         warnings.simplefilter("ignore", UserWarning)
-        model = _FrozenLPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+        model = _frozen_lpips_class()(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
     template = {f"net.{k}": v.shape for k, v in model.net.state_dict().items()}
     state, source = _backbone_state_dict(net, template, cache_dir)
     model.net.load_state_dict({k[len("net."):]: v for k, v in state.items()}, strict=True)
@@ -382,11 +389,15 @@ def lpips_distance(model: lpips.LPIPS, x: torch.Tensor, y: torch.Tensor, batch_s
 
 def _lpips_features(model: lpips.LPIPS, x: torch.Tensor) -> list[torch.Tensor]:
     """Unit-normalised trunk activations, exactly as lpips.LPIPS.forward computes them."""
+    import lpips
+
     return [lpips.normalize_tensor(f) for f in model.net(model.scaling_layer(x))]
 
 
 def _lpips_from_features(model: lpips.LPIPS, f0: list[torch.Tensor], f1: list[torch.Tensor]) -> torch.Tensor:
     """Same arithmetic as lpips.LPIPS.forward (lpips=True, spatial=False) -> (b,)."""
+    import lpips
+
     val = 0
     for lin, a, b in zip(model.lins, f0, f1):
         val = val + lpips.spatial_average(lin((a - b) ** 2), keepdim=True)  # (b, 1, 1, 1)
@@ -433,6 +444,8 @@ def mean_pairwise_lpips(
         i_idx, j_idx = i_idx[pick], j_idx[pick]
 
     device = _device_of(model)
+    import lpips
+
     standard = isinstance(model, lpips.LPIPS) and model.lpips and not model.spatial and model.version == "0.1"
     total = torch.zeros((), dtype=torch.float64)
     with torch.no_grad():

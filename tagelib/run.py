@@ -4,52 +4,46 @@
     python -m tagelib.run --profile smoke --prepare-only # parameterised, unexecuted copies (for nbval)
     python -m tagelib.run --profile tiny --only 00_data --set seed=3
 
-A profile is ``profiles/<name>.yaml``: ``run_dir`` and ``figures_dir`` (given to every notebook that
-declares them), ``defaults`` (given to every notebook that declares the key) and ``notebooks``
-(per-notebook values, each of which the notebook must declare). Notebooks never see the profile's name.
+A profile is ``profiles/<name>.yaml`` (`tagelib.profiles`). Each notebook's values, later ones winning:
+
+    notebook defaults < profile `defaults` < profile `notebooks.<NB>` < --set key=v < --set NB.key=v
+
+``run_dir`` and ``figures_dir`` are per run (``--set run_dir=...`` moves every output, since profile values
+may say ``{run_dir}``). Everything is checked before any kernel starts: every key is declared by a notebook
+it reaches, every value has its declared type and a valid range (`tagelib.params`), files a notebook reads
+exist or are made earlier in the batch, and nothing under ``data/`` is written unless the profile's
+``makes`` names that very artefact. ``papers_figures/`` is rewritten only by an unmodified batch of a profile
+that publishes there (``make reproduce``); a run with ``--only`` or ``--set`` writes its figures under its
+run folder. An executed notebook is published only when it ran to the end; a failed one is kept beside
+the last good copy as ``NN_name.failed.ipynb``. Notebooks never see the profile's name.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import math
+import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tagelib import params as P
 from tagelib.atomic import write_text_atomic
-from tagelib.paths import NOTEBOOKS_DIR, PROFILES_DIR, resolve
-
-PROFILE_KEYS = {"description", "run_dir", "figures_dir", "defaults", "notebooks"}
-
-
-def available_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+from tagelib.paths import DATA_DIR, NOTEBOOKS_DIR, REPO_ROOT, checkpoint_file, resolve
+from tagelib.profiles import RUN_KEYS, available_notebooks, available_profiles, load_profile
 
 
-def available_notebooks() -> list[str]:
-    return sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
-
-
-def load_profile(name: str) -> dict[str, Any]:
-    """Read and validate ``profiles/<name>.yaml``; unknown names and keys list the valid ones."""
-    if name not in available_profiles():
-        raise SystemExit(f"unknown profile {name!r}; valid: {available_profiles()}")
-    profile = yaml.safe_load((PROFILES_DIR / f"{name}.yaml").read_text()) or {}
-    unknown = set(profile) - PROFILE_KEYS
-    if unknown:
-        raise SystemExit(f"profile {name!r}: unknown key(s) {sorted(unknown)}; valid: {sorted(PROFILE_KEYS)}")
-    profile.setdefault("run_dir", f"results/{name}")
-    profile.setdefault("figures_dir", f"{profile['run_dir']}/papers_figures")
-    profile.setdefault("defaults", {})
-    profile.setdefault("notebooks", {})
-    unknown_nbs = set(profile["notebooks"]) - set(available_notebooks())
-    if unknown_nbs:
-        raise SystemExit(f"profile {name!r} names unknown notebook(s) {sorted(unknown_nbs)}; valid: {available_notebooks()}")
-    return profile
+PUBLISHED_FIGURES = REPO_ROOT / "papers_figures"
+SOURCE_DIRS = [DATA_DIR, NOTEBOOKS_DIR, REPO_ROOT / "profiles", REPO_ROOT / "tagelib", REPO_ROOT / "tests"]
+# A notebook writes the checkpoint named by the key when it declares the step count of the value and that
+# count is > 0 (notebook 01 trains E and G and saves them to `checkpoint`); otherwise it reads it.
+WRITTEN_WHEN = {"checkpoint": "train_steps"}
+MADE_BY = {"checkpoint": "01_latent_space (train_steps > 0), or `make pretrain` for data/latent/glyph32",
+           "data_dir": "`make dataset` (see data/README.md)"}
 
 
 def declared_parameters(notebook: Path) -> dict[str, Any]:
@@ -59,47 +53,179 @@ def declared_parameters(notebook: Path) -> dict[str, Any]:
     return papermill.inspect_notebook(str(notebook))
 
 
-def notebook_parameters(profile: dict[str, Any], name: str, declared: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Merge run folder, defaults, per-notebook values and overrides into the values this notebook declares."""
-    shared = {"run_dir": profile["run_dir"], "figures_dir": profile["figures_dir"], **profile["defaults"]}
-    params = {k: v for k, v in shared.items() if k in declared}
-    specific = {**profile["notebooks"].get(name, {}), **overrides.get(name, {})}
-    unknown = sorted(set(specific) - set(declared))
-    if unknown:
-        raise SystemExit(f"{name}: unknown parameter(s) {unknown}; valid: {sorted(declared)}")
-    params.update({k: v for k, v in overrides.get("*", {}).items() if k in declared})
-    params.update(specific)  # a notebook-specific value wins over a global one
-    return params
+@dataclass
+class Plan:
+    """What a batch will do, fully checked: notebooks in order with their parameters, and where outputs go."""
+
+    profile: str
+    run_dir: str
+    figures_dir: str
+    notebooks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def out_dir(self) -> Path:
+        return resolve(self.run_dir) / "notebooks"
 
 
-def check_global_keys(profile: dict[str, Any], overrides: dict[str, dict[str, Any]], declared: dict[str, set]) -> None:
-    """Profile defaults and global --set keys must be declared by at least one notebook (typos stop the batch)."""
-    known = set().union(*declared.values()) if declared else set()
-    for where, keys in (("profile defaults", profile["defaults"]), ("--set", overrides.get("*", {}))):
-        unknown = sorted(set(keys) - known)
-        if unknown:
-            raise SystemExit(f"{where}: no notebook declares {unknown}; valid: {sorted(known)}")
+# ----------------------------------------------------------------------------- --set parsing
 
 
-def parse_overrides(items: list[str], notebooks: list[str]) -> dict[str, dict[str, Any]]:
-    """``--set key=value`` (every notebook that declares key) or ``--set 01_latent_space.key=value``."""
-    out: dict[str, dict[str, Any]] = {}
+def parse_overrides(items: list[str], notebooks: list[str]) -> dict[str, dict[str, str]]:
+    """``--set key=value`` (every selected notebook that declares key) or ``--set NB.key=value``.
+
+    Values stay text here; each is read as its parameter's declared type when the plan is built.
+    """
+    out: dict[str, dict[str, str]] = {}
     for item in items:
         if "=" not in item:
             raise SystemExit(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         target, _, param = key.rpartition(".")
+        if not param.isidentifier():
+            raise SystemExit(f"--set {item!r}: {param!r} is not a parameter name")
         if target and target not in notebooks:
-            raise SystemExit(f"--set {item!r}: unknown notebook {target!r}; valid: {notebooks}")
-        out.setdefault(target or "*", {})[param] = yaml.safe_load(raw)
+            raise SystemExit(f"--set {item!r}: unknown or unselected notebook {target!r}; selected: {notebooks}")
+        if target and param in RUN_KEYS:
+            raise SystemExit(f"--set {item!r}: {param} is one per run; use --set {param}=...")
+        out.setdefault(target or "*", {})[param] = raw
     return out
 
 
-def run(profile_name: str, only: list[str] | None = None, prepare_only: bool = False, overrides: list[str] = ()) -> Path:
-    """Execute (or only parameterise) the notebooks in order; returns the folder of output notebooks."""
-    import papermill
-    from tqdm.auto import tqdm
+# ----------------------------------------------------------------------------- building the plan
 
+
+def _default(spec: dict[str, Any]) -> Any:
+    try:
+        return ast.literal_eval(spec["default"])
+    except (ValueError, SyntaxError, KeyError):
+        return None
+
+
+def _with_run_dir(value: Any, run_dir: str) -> Any:
+    return value.replace("{run_dir}", run_dir) if isinstance(value, str) else value
+
+
+def _same_artefact(a: Path, b: Path) -> bool:
+    return checkpoint_file(a).resolve() == checkpoint_file(b).resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def notebook_parameters(profile: dict[str, Any], name: str, declared: dict[str, Any],
+                        overrides: dict[str, dict[str, str]], run_dir: str, figures_dir: str) -> dict[str, Any]:
+    """The values injected into one notebook, by the documented precedence, `{run_dir}` filled in, each checked."""
+    unknown = sorted(set(profile["notebooks"].get(name, {})) - set(declared))
+    unknown += sorted(set(overrides.get(name, {})) - set(declared))
+    if unknown:
+        raise SystemExit(f"{name}: unknown parameter(s) {unknown}; valid: {sorted(declared)}")
+    values: dict[str, Any] = {"run_dir": run_dir, "figures_dir": figures_dir}
+    values.update(profile["defaults"])
+    values.update(profile["notebooks"].get(name, {}))
+    for scope in ("*", name):
+        for key, raw in overrides.get(scope, {}).items():
+            if key in declared and key not in RUN_KEYS:
+                values[key] = P.parse_value(raw, declared[key].get("inferred_type_name"))
+    params = {k: _with_run_dir(v, run_dir) for k, v in values.items() if k in declared}
+    for key, value in params.items():
+        try:
+            P.check_value(name, key, value, declared[key])
+        except P.ParameterError as e:
+            raise SystemExit(str(e)) from None
+    return params
+
+
+def _check_global_keys(profile: dict[str, Any], overrides: dict[str, dict[str, str]],
+                       declared_all: dict[str, dict], selected: list[str]) -> None:
+    """Profile defaults must be declared by some notebook; global --set keys by some *selected* notebook."""
+    everywhere = set().union(*map(set, declared_all.values()))
+    unknown = sorted(set(profile["defaults"]) - everywhere)
+    if unknown:
+        raise SystemExit(f"profile defaults: no notebook declares {unknown}; valid: {sorted(everywhere)}")
+    reached = set().union(*(set(declared_all[n]) for n in selected))
+    unknown = sorted(set(overrides.get("*", {})) - reached)
+    if unknown:
+        raise SystemExit(f"--set: no selected notebook declares {unknown}; the selected notebooks "
+                         f"({', '.join(selected)}) declare: {sorted(reached)}")
+
+
+def _run_folders(profile_name: str, profile: dict[str, Any], overrides: dict[str, dict[str, str]],
+                 modified: bool, notes: list[str]) -> tuple[str, str]:
+    """run_dir and figures_dir of this run; papers_figures/ only for an unmodified publishing batch."""
+    run_dir = overrides.get("*", {}).get("run_dir", profile["run_dir"])
+    figures_dir = _with_run_dir(overrides.get("*", {}).get("figures_dir", profile["figures_dir"]), run_dir)
+    for key, value in (("run_dir", run_dir), ("figures_dir", figures_dir)):
+        path = resolve(value)
+        if not value or any(path.resolve() == d.resolve() or _inside(path, d) for d in SOURCE_DIRS):
+            raise SystemExit(f"{key}={value!r} lies inside the repository's sources or shipped data; "
+                             "runs write under results/ (or any folder outside the sources)")
+    if resolve(figures_dir).resolve() == PUBLISHED_FIGURES.resolve() and modified:
+        if "figures_dir" in overrides.get("*", {}):
+            raise SystemExit("--set figures_dir=papers_figures: the committed papers_figures/ is rewritten only by "
+                             "the unmodified batch (`make reproduce`); drop --only/--set, or choose another folder")
+        figures_dir = f"{run_dir}/papers_figures"
+        notes.append(f"--only/--set given: figures and tables go to {figures_dir}, not papers_figures/ "
+                     f"(only the unmodified `--profile {profile_name}` batch rewrites papers_figures/)")
+    return run_dir, figures_dir
+
+
+def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict], effective: dict[str, dict]) -> None:
+    """Written paths: never shipped data unless the profile makes it; read paths: exist or made earlier."""
+    makes = [resolve(p) for p in profile["makes"]]
+    made_here: list[Path] = []
+    for name, params in plan.notebooks:
+        values = effective[name]
+        for key, step_key in WRITTEN_WHEN.items():
+            if key not in declared[name]:
+                continue
+            target = resolve(values[key])
+            writes = step_key in declared[name] and (values.get(step_key) or 0) > 0
+            if writes:
+                if _inside(target, DATA_DIR) and not any(_same_artefact(target, m) for m in makes):
+                    own = f"; it makes only {profile['makes']}" if profile["makes"] else ""
+                    raise SystemExit(
+                        f"{name}: {key}={values[key]!r} with {step_key}={values[step_key]} would overwrite shipped data "
+                        f"under data/, which profile {plan.profile!r} may not write{own}.\n"
+                        f"  To regenerate a shipped artefact on purpose, run the profile made for it "
+                        f"(`make pretrain` for data/latent/glyph32); otherwise write under the run folder, "
+                        f"e.g. --set {name}.{key}={plan.run_dir}/latent/glyph32")
+                if checkpoint_file(target).exists() and "overwrite" in declared[name] and not values.get("overwrite"):
+                    raise SystemExit(f"{name}: {key}={values[key]!r} exists and overwrite is False; "
+                                     f"set {name}.overwrite=true to retrain over it, or choose another {key}")
+                made_here.append(target)
+            elif key == "checkpoint":
+                _check_readable_checkpoint(name, values, target, made_here)
+        if "data_dir" in values and not resolve(values["data_dir"]).is_dir():
+            raise SystemExit(f"{name}: data_dir={values['data_dir']!r} does not exist; it is made by {MADE_BY['data_dir']}")
+
+
+def _check_readable_checkpoint(name: str, values: dict[str, Any], target: Path, made_here: list[Path]) -> None:
+    """The checkpoint a notebook loads exists (or an earlier notebook makes it); its layers fit edit_layers."""
+    if any(_same_artefact(target, m) for m in made_here):
+        return  # made earlier in this batch: its layer count is checked when it is loaded
+    path = checkpoint_file(target)
+    if not path.is_file():
+        raise SystemExit(f"{name}: checkpoint={values['checkpoint']!r} does not exist ({path}); it is made by "
+                         f"{MADE_BY['checkpoint']} — run that notebook first, in this batch or with the same run_dir")
+    if not any(k in values for k in P.LAYER_PARAMETERS):
+        return
+    from tagelib.checkpoint_io import CheckpointError, read_checkpoint_config  # torch: only when needed
+
+    try:
+        size = read_checkpoint_config(path)["generator"]["size"]
+    except (CheckpointError, KeyError, TypeError) as e:
+        raise SystemExit(f"{name}: checkpoint {path} cannot be read as a latent space: {e}") from None
+    n_latent = 2 * int(math.log2(size)) - 2
+    try:
+        P.check_layers(name, values, n_latent, f"checkpoint {values['checkpoint']}")
+    except P.ParameterError as e:
+        raise SystemExit(str(e)) from None
+
+
+def build_plan(profile_name: str, only: list[str] | None = None, overrides: list[str] = ()) -> Plan:
+    """Check everything about a batch without running it; any problem is a SystemExit with the reason."""
     profile = load_profile(profile_name)
     names = available_notebooks()
     if only:
@@ -107,32 +233,93 @@ def run(profile_name: str, only: list[str] | None = None, prepare_only: bool = F
         if bad:
             raise SystemExit(f"--only: unknown notebook(s) {bad}; valid: {names}")
         names = [n for n in names if n in only]
-    parsed = parse_overrides(list(overrides), available_notebooks())
-    declared = {name: set(declared_parameters(NOTEBOOKS_DIR / f"{name}.ipynb")) for name in names}
-    check_global_keys(profile, parsed, declared)
-    plan = []
-    for name in names:  # validate every notebook's parameters before running anything
-        src = NOTEBOOKS_DIR / f"{name}.ipynb"
-        plan.append((name, src, notebook_parameters(profile, name, declared[name], parsed)))
-    out_dir = resolve(profile["run_dir"]) / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    parsed = parse_overrides(list(overrides), names)
+    declared_all = {n: declared_parameters(NOTEBOOKS_DIR / f"{n}.ipynb") for n in available_notebooks()}
+    _check_global_keys(profile, parsed, declared_all, names)
+    plan = Plan(profile_name, "", "")
+    plan.run_dir, plan.figures_dir = _run_folders(profile_name, profile, parsed, bool(only or overrides), plan.notes)
+    effective = {}
+    for name in names:
+        params = notebook_parameters(profile, name, declared_all[name], parsed, plan.run_dir, plan.figures_dir)
+        plan.notebooks.append((name, params))
+        effective[name] = {k: _default(spec) for k, spec in declared_all[name].items()} | params
+        try:
+            P.check_relations(name, effective[name])
+        except P.ParameterError as e:
+            raise SystemExit(str(e)) from None
+    _check_files(plan, profile, {n: declared_all[n] for n in names}, effective)
+    return plan
+
+
+# ----------------------------------------------------------------------------- executing it
+
+
+def _ipc_kernel_manager() -> type:
+    """Kernels talk to the runner over Unix-domain sockets (IPC) in Jupyter's private runtime folder, not over
+    unencrypted TCP on localhost (which ipykernel rightly warns about once per notebook)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any):
+            super().__init__(transport="ipc", **kwargs)
+
+    return IPCKernelManager
+
+
+def _execute(name: str, params: dict[str, Any], out_dir: Path, prepare_only: bool) -> Path:
+    """Run one notebook into a temporary copy; publish it as NN_name.ipynb only when it ran to the end."""
+    import papermill
+
+    final, failed = out_dir / f"{name}.ipynb", out_dir / f"{name}.failed.ipynb"
+    running = out_dir / f".{name}.running.ipynb"
+    try:
+        papermill.execute_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(running), parameters=params,
+                                   prepare_only=prepare_only, cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+                                   log_output=False, kernel_manager_class=_ipc_kernel_manager())
+    except papermill.PapermillExecutionError as e:
+        os.replace(running, failed)
+        kept = f"the last good copy is unchanged: {final}" if final.exists() else "no earlier good copy"
+        raise SystemExit(f"{name} failed in cell [{e.exec_count}]: {e.ename}: {e.evalue}\n"
+                         f"  executed copy with the traceback: {failed}\n  {kept}") from None
+    except BaseException:
+        running.unlink(missing_ok=True)
+        raise
+    os.replace(running, final)
+    failed.unlink(missing_ok=True)  # it described an earlier attempt
+    return final
+
+
+def run(profile_name: str, only: list[str] | None = None, prepare_only: bool = False,
+        overrides: list[str] = ()) -> Path:
+    """Check the whole batch, then execute (or only parameterise) its notebooks in order.
+
+    Returns the folder of executed notebooks. Any problem found before the start stops the batch
+    with a message; a failing notebook stops it after saving its executed copy as NN_name.failed.ipynb.
+    """
+    from tqdm.auto import tqdm
+
+    plan = build_plan(profile_name, only, overrides)
+    for note in plan.notes:
+        print(note, file=sys.stderr)
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
     timings = {}
-    bar = tqdm(plan, desc=f"profile {profile_name}", unit="notebook", disable=prepare_only)
-    for name, src, params in bar:
+    bar = tqdm(plan.notebooks, desc=f"profile {profile_name}", unit="notebook", disable=prepare_only)
+    for name, params in bar:
         bar.set_postfix_str(name)
         start = time.perf_counter()
-        papermill.execute_notebook(
-            str(src), str(out_dir / src.name), parameters=params, prepare_only=prepare_only,
-            cwd=str(NOTEBOOKS_DIR), progress_bar=False, log_output=False,
-        )
+        path = _execute(name, params, plan.out_dir, prepare_only)
         timings[name] = round(time.perf_counter() - start, 2)
         if not prepare_only:
-            tqdm.write(f"{name}: {timings[name]:.1f} s -> {out_dir / src.name}")
+            tqdm.write(f"{name}: {timings[name]:.1f} s -> {path}")
     if not prepare_only:
-        summary = {"profile": profile_name, "seconds": timings, "total_seconds": round(sum(timings.values()), 2)}
-        name = "run_summary.json" if not only else f"run_summary_{'+'.join(names)}.json"
-        write_text_atomic(out_dir.parent / name, json.dumps(summary, indent=2))
-    return out_dir
+        summary = {"profile": profile_name, "only": only, "overrides": list(overrides), "run_dir": plan.run_dir,
+                   "figures_dir": plan.figures_dir, "seconds": timings, "total_seconds": round(sum(timings.values()), 2),
+                   "parameters": dict(plan.notebooks)}
+        names = [n for n, _ in plan.notebooks]
+        stem = "run_summary" if not only else f"run_summary_{'+'.join(names)}"
+        write_text_atomic(resolve(plan.run_dir) / f"{stem}.json", json.dumps(summary, indent=2))
+        print(f"executed notebooks: {plan.out_dir}\nfigures and tables: {resolve(plan.figures_dir)}", file=sys.stderr)
+    return plan.out_dir
 
 
 def main(argv: list[str] | None = None) -> None:

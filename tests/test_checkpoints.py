@@ -9,11 +9,17 @@ from dataclasses import asdict
 import pytest
 import torch
 
-import tagelib.checkpoints as ckpts
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tagelib import atomic
+from tagelib.checkpoint_io import content_hash
 from tagelib.checkpoints import (
     CheckpointMismatchError,
     import_foreign_checkpoint,
     load_module,
+    load_state_into,
+    read_checkpoint_config,
     save_module,
 )
 from tagelib.psp import EncoderConfig, GradualStyleEncoder, PSPEncoder
@@ -164,14 +170,21 @@ def test_long_key_lists_are_truncated_with_counts():
 def test_save_load_single_module_exact(tmp_path):
     torch.manual_seed(0)
     g = Generator(G_CFG)
-    st, js = save_module(tmp_path / "run" / "generator", g, G_CFG)
-    assert st.name == "generator.safetensors" and js.name == "generator.json"
+    path = save_module(tmp_path / "run" / "generator", g, G_CFG)
+    assert path.name == "generator.safetensors" and sorted(p.name for p in path.parent.iterdir()) == [path.name]
     state, cfg = load_module(tmp_path / "run" / "generator")
     assert GeneratorConfig.from_dict(cfg) == G_CFG
     g2 = Generator(GeneratorConfig.from_dict(cfg))
     g2.load_state_dict(state, strict=True)
     assert_state_equal(g2, g.state_dict())
-    assert json.loads(js.read_text())["config"] == json.loads(json.dumps(asdict(G_CFG)))
+    assert read_checkpoint_config(path) == json.loads(json.dumps(asdict(G_CFG)))  # header only
+
+
+def test_config_and_hash_live_in_the_safetensors_header(tmp_path):
+    path = save_module(tmp_path / "m", {"w": torch.arange(6.0)}, {"v": 1})
+    meta = safe_open(str(path), "pt").metadata()
+    assert meta["format"] == "tagelib-checkpoint-v2" and json.loads(meta["config"]) == {"v": 1}
+    assert meta["sha256"] == content_hash({"w": torch.arange(6.0)}, meta["config"], meta["groups"])
 
 
 def test_save_load_several_modules(tmp_path):
@@ -187,32 +200,52 @@ def test_save_load_several_modules(tmp_path):
     assert EncoderConfig.from_dict(cfg2["encoder"]) == E_CFG
 
 
+def test_load_state_into_names_the_file_on_mismatch(tmp_path):
+    save_module(tmp_path / "enc", GradualStyleEncoder(E_CFG), {})
+    g = Generator(G_CFG)
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match=r"enc\.safetensors: checkpoint does not fit") as err:
+        load_state_into(g, tmp_path / "enc")
+    assert len(str(err.value).splitlines()) <= 6
+    assert all(torch.equal(v, before[k]) for k, v in g.state_dict().items())
+
+
+def test_legacy_two_file_format_still_loads(tmp_path):
+    """Checkpoints written before v2 (tensors + <stem>.json) load; saving over them removes the old JSON."""
+    tensors = {"w": torch.randn(3, 2)}
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"format": "tagelib-checkpoint-v1"})
+    (tmp_path / "old.json").write_text(json.dumps({"format": "tagelib-checkpoint-v1", "groups": None, "config": {"v": 1}}))
+    state, cfg = load_module(tmp_path / "old")
+    assert torch.equal(state["w"], tensors["w"]) and cfg == {"v": 1}
+    assert read_checkpoint_config(tmp_path / "old") == {"v": 1}
+    save_module(tmp_path / "old", {"w": torch.zeros(1)}, {"v": 2})
+    assert not (tmp_path / "old.json").exists()
+    assert load_module(tmp_path / "old")[1] == {"v": 2}
+
+
 def test_missing_file_names_file_and_hint(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"latent_space\.json -- run notebooks/01_latent_space\.ipynb first"):
+    with pytest.raises(FileNotFoundError, match=r"latent_space\.safetensors -- run notebooks/01_latent_space\.ipynb first"):
         load_module(tmp_path / "latent_space", hint="run notebooks/01_latent_space.ipynb first")
-    save_module(tmp_path / "m", {"w": torch.ones(2)}, {})
-    (tmp_path / "m.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match=r"m\.safetensors"):
-        load_module(tmp_path / "m")
 
 
 def test_write_is_atomic(tmp_path, monkeypatch):
     save_module(tmp_path / "m", {"w": torch.ones(3)}, {"v": 1})
     old_bytes = (tmp_path / "m.safetensors").read_bytes()
 
-    def broken_save_file(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
+    def broken_write(path, data):
+        with open(path, "wb") as f:
             f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpts, "save_file", broken_save_file)
+    monkeypatch.setattr(atomic.Path, "write_bytes", broken_write)
     with pytest.raises(OSError, match="disk full"):
         save_module(tmp_path / "m", {"w": torch.zeros(3)}, {"v": 2})
     with pytest.raises(OSError):
         save_module(tmp_path / "new", {"w": torch.zeros(3)}, {"v": 2})
+    monkeypatch.undo()
     assert (tmp_path / "m.safetensors").read_bytes() == old_bytes  # old checkpoint untouched
-    assert json.loads((tmp_path / "m.json").read_text())["config"] == {"v": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]  # no temp files, no "new"
+    assert load_module(tmp_path / "m")[1] == {"v": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no temp files, no "new"
 
 
 def test_unserialisable_config_fails_before_writing(tmp_path):

@@ -1,13 +1,21 @@
-"""The papermill batch: profiles and parameters are validated before anything runs."""
+"""The papermill batch: precedence, validation and output folders, all decided before anything runs."""
 
 import json
 
 import pytest
 
-from tagelib import run
+from tagelib import profiles, run
+
+SMOKE_RUN_DIR = "results/smoke"
+
+
+def plan_params(profile, *overrides, only=None):
+    plan = run.build_plan(profile, only, list(overrides))
+    return plan, dict(plan.notebooks)
+
 
 def test_profiles_exist():
-    assert {"smoke", "tiny"} <= set(run.available_profiles())
+    assert {"smoke", "tiny", "pretrain"} <= set(run.available_profiles())
 
 
 def test_unknown_profile_lists_valid_ones():
@@ -16,48 +24,87 @@ def test_unknown_profile_lists_valid_ones():
 
 
 @pytest.mark.parametrize("name", run.available_profiles())
-def test_every_profile_parameter_is_declared(name):
-    """Each per-notebook value in a profile is a parameter that notebook declares."""
-    profile = run.load_profile(name)
-    for nb in run.available_notebooks():
-        declared = run.declared_parameters(run.NOTEBOOKS_DIR / f"{nb}.ipynb")
-        specific = set(profile["notebooks"].get(nb, {}))
-        assert specific <= set(declared), f"{name}.{nb} sets undeclared {specific - set(declared)}"
-        run.notebook_parameters(profile, nb, declared, {})
+def test_every_profile_builds_a_valid_plan(name):
+    """Every profile's values are declared by their notebooks and pass validation (nothing runs)."""
+    plan = run.build_plan(name)
+    assert [n for n, _ in plan.notebooks] == run.available_notebooks() or name == "pretrain"
 
 
-def test_unknown_parameter_lists_valid_ones():
-    profile = run.load_profile("smoke")
-    declared = {"seed": {}, "run_dir": {}, "grid_styles": {}, "grid_categories": {}}
-    with pytest.raises(SystemExit, match=r"unknown parameter\(s\) \['bogus'\]; valid: \['grid_categories', 'grid_styles', 'run_dir', 'seed'\]"):
-        run.notebook_parameters(profile, "00_data", declared, {"00_data": {"bogus": 1}})
+def test_precedence_notebook_defaults_profile_set_global_set_notebook():
+    """notebook defaults < profile defaults < profile per-notebook < --set key < --set NB.key."""
+    _, p = plan_params("tiny")
+    assert p["03_codebook_learning"]["clm_steps"] == 200  # profile per-notebook over the notebook default 600
+    assert "clm_steps" not in p["02_attribute_factorization"]
+    assert p["00_data"]["seed"] == 0  # profile defaults
+    _, p = plan_params("tiny", "clm_steps=5", "seed=4")
+    assert p["03_codebook_learning"]["clm_steps"] == 5  # global --set over the profile's per-notebook value
+    assert all(v["seed"] == 4 for v in p.values())
+    _, p = plan_params("tiny", "seed=4", "02_attribute_factorization.seed=9")
+    assert p["02_attribute_factorization"]["seed"] == 9 and p["03_codebook_learning"]["seed"] == 4
+
+
+def test_set_values_take_the_declared_type():
+    _, p = plan_params("tiny", "02_attribute_factorization.edit_layers=0,1,2,3", "02_attribute_factorization.age_groups=0,1|2,3",
+                       "02_attribute_factorization.alpha=2", "01_latent_space.overwrite=true")
+    assert p["02_attribute_factorization"]["edit_layers"] == "0,1,2,3"  # text, not YAML
+    assert p["02_attribute_factorization"]["alpha"] == 2 and p["01_latent_space"]["overwrite"] is True
+
+
+def test_run_dir_moves_every_output(tmp_path):
+    """Figures, executed notebooks and the smoke checkpoints all follow --set run_dir."""
+    plan, p = plan_params("smoke", f"run_dir={tmp_path}")
+    assert plan.out_dir == tmp_path / "notebooks" and plan.figures_dir == f"{tmp_path}/papers_figures"
+    for name, values in p.items():
+        assert values["run_dir"] == str(tmp_path) and values["figures_dir"] == f"{tmp_path}/papers_figures"
+        if "checkpoint" in values:
+            assert values["checkpoint"] == f"{tmp_path}/latent/glyph32", name
+
+
+def test_papers_figures_only_from_the_unmodified_batch():
+    plan, _ = plan_params("tiny")
+    assert plan.figures_dir == "papers_figures" and not plan.notes
+    for only, overrides in ((["00_data"], []), (None, ["seed=3"])):
+        plan = run.build_plan("tiny", only, overrides)
+        assert plan.figures_dir == "results/tiny/papers_figures"
+        assert "not papers_figures/" in plan.notes[0]
+    with pytest.raises(SystemExit, match="rewritten only by the unmodified batch"):
+        run.build_plan("smoke", None, ["figures_dir=papers_figures"])
 
 
 def test_overrides_parse_and_reject_unknown_notebook():
     parsed = run.parse_overrides(["seed=3", "00_data.grid_styles=2"], ["00_data"])
-    assert parsed == {"*": {"seed": 3}, "00_data": {"grid_styles": 2}}
-    with pytest.raises(SystemExit, match="unknown notebook"):
+    assert parsed == {"*": {"seed": "3"}, "00_data": {"grid_styles": "2"}}
+    with pytest.raises(SystemExit, match="unknown or unselected notebook"):
         run.parse_overrides(["99_x.seed=1"], ["00_data"])
+    with pytest.raises(SystemExit, match="one per run"):
+        run.parse_overrides(["00_data.run_dir=x"], ["00_data"])
 
 
-def test_prepare_only_injects_parameters(tmp_path, monkeypatch):
-    profile = run.load_profile("smoke")
-    profile["run_dir"] = str(tmp_path)
-    monkeypatch.setattr(run, "load_profile", lambda name: profile)
-    out = run.run("smoke", only=["00_data"], prepare_only=True)
+def test_prepare_only_injects_parameters_and_publishes_nothing_else(tmp_path):
+    out = run.run("smoke", only=["00_data"], prepare_only=True, overrides=[f"run_dir={tmp_path}"])
+    assert sorted(p.name for p in out.iterdir()) == ["00_data.ipynb"]
     nb = json.loads((out / "00_data.ipynb").read_text())
     injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert injected and "grid_styles = 6" in "".join(injected[0]["source"])
 
 
-def test_notebook_value_wins_over_global_set():
-    profile = run.load_profile("smoke")
-    declared = {"seed": {}, "grid_styles": {}, "grid_categories": {}}
-    params = run.notebook_parameters(profile, "00_data", declared, {"*": {"seed": 1}, "00_data": {"seed": 2}})
-    assert params["seed"] == 2
+def test_yaml_error_names_file_and_line(tmp_path, monkeypatch):
+    (tmp_path / "broken.yaml").write_text("run_dir: results/x\ndefaults:\n  seed: [0\n  other: 1\n")
+    monkeypatch.setattr(profiles, "PROFILES_DIR", tmp_path)
+    with pytest.raises(SystemExit, match=r"broken\.yaml:\d+:\d+: invalid YAML"):
+        profiles.load_profile("broken")
 
 
-def test_global_typo_stops_the_batch():
-    profile = run.load_profile("smoke")
-    with pytest.raises(SystemExit, match=r"no notebook declares \['sed'\]"):
-        run.check_global_keys(profile, {"*": {"sed": 3}}, {"00_data": {"seed", "run_dir"}})
+@pytest.mark.parametrize("text, message", [
+    ("- a list\n", "a profile is a mapping"),
+    ("runs: 3\n", r"unknown key\(s\) \['runs'\]"),
+    ("defaults:\n  run_dir: x\n", "one per run"),
+    ("makes: [results/x]\n", "makes must be a list of paths under data/"),
+    ("notebooks:\n  99_none: {}\n", r"unknown notebook\(s\) \['99_none'\]"),
+])
+def test_bad_profiles_name_the_file(tmp_path, monkeypatch, text, message):
+    (tmp_path / "bad.yaml").write_text(text)
+    monkeypatch.setattr(profiles, "PROFILES_DIR", tmp_path)
+    with pytest.raises(SystemExit, match=message) as err:
+        profiles.load_profile("bad")
+    assert "bad.yaml" in str(err.value)

@@ -1,0 +1,273 @@
+"""Our checkpoint format: one safetensors file that carries its config and a content hash.
+
+``<stem>.safetensors`` holds the tensors; its header metadata holds
+
+- ``format``: ``tagelib-checkpoint-v2``;
+- ``config``: the JSON config (a dict or dataclass, e.g. the model's sizes and its training record);
+- ``groups``: JSON list of module names when several modules share the file (keys ``<group>/<key>``), else null;
+- ``sha256``: hash of format, config, groups and every tensor's name, dtype, shape and bytes.
+
+One file, published by one atomic rename, cannot pair new weights with an old config; the hash is
+checked on every load, so a corrupted byte raises `CheckpointCorruptError` instead of loading wrong
+weights. Every error names the file. The earlier two-file format (``tagelib-checkpoint-v1``:
+``<stem>.safetensors`` + ``<stem>.json``) is still read, without a hash to check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from torch import Tensor, nn
+
+from tagelib.atomic import write_bytes_atomic
+from tagelib.paths import checkpoint_file
+
+FORMAT = "tagelib-checkpoint-v2"
+LEGACY_FORMAT = "tagelib-checkpoint-v1"
+_SEP = "/"  # group separator inside safetensors keys; never appears in torch state-dict keys
+_MAX_HEADER = 100 * 2**20  # safetensors' own limit is 100 MB
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used; the message names the file and what is wrong."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """The file is truncated, not a checkpoint, or its content does not match its stored hash."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A state dict or config does not fit the module it is loaded into (missing / unexpected keys, shapes)."""
+
+
+# ----------------------------------------------------------------------------- state-dict checks
+
+
+def _preview(keys: list[str], n: int = 10) -> str:
+    more = f", ... (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], name: str = "module") -> None:
+    """Raise CheckpointMismatchError unless `state` has exactly the keys and shapes of `module`."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and isinstance(state[k], Tensor) and tuple(state[k].shape) != tuple(own[k].shape)]
+    not_tensors = [k for k in own if k in state and not isinstance(state[k], Tensor)]
+    if missing or unexpected or shapes or not_tensors:
+        lines = [f"checkpoint does not fit {name} ({type(module).__name__}):"]
+        if missing:
+            lines.append(f"  {len(missing)} missing key(s): {_preview(missing)}")
+        if unexpected:
+            lines.append(f"  {len(unexpected)} unexpected key(s): {_preview(unexpected)}")
+        if shapes:
+            lines.append(f"  {len(shapes)} shape mismatch(es): {_preview(shapes)}")
+        if not_tensors:
+            lines.append(f"  {len(not_tensors)} value(s) that are not tensors: {_preview(not_tensors)}")
+        lines.append("  (check the config: size, style_dim, n_mlp, channel_multiplier, n_styles, ...)")
+        raise CheckpointMismatchError("\n".join(lines))
+
+
+def load_checked(module: nn.Module, state: Mapping[str, Tensor], name: str = "module") -> None:
+    """`check_state_dict` then `module.load_state_dict(state, strict=True)`."""
+    check_state_dict(module, state, name)
+    module.load_state_dict(state, strict=True)
+
+
+# ----------------------------------------------------------------------------- paths, hashing
+
+
+def content_hash(tensors: Mapping[str, Tensor], config_text: str, groups_text: str) -> str:
+    """sha256 over the format, config and groups texts and each tensor's name, dtype, shape and bytes (sorted)."""
+    h = hashlib.sha256()
+    h.update(f"{FORMAT}\0{config_text}\0{groups_text}\0".encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _to_state(obj: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    state = obj.state_dict() if isinstance(obj, nn.Module) else obj
+    # own, contiguous CPU copies: safetensors refuses shared or strided storage
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def _jsonable(config: Any) -> Any:
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    return json.loads(json.dumps(config))  # fail early (before any file is written) if not JSON-able
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def save_module(path_stem: str | os.PathLike, module_or_state_dicts: nn.Module | Mapping[str, Any],
+                config: Any) -> Path:
+    """Write `<stem>.safetensors` (tensors + config + hash) atomically; returns its path.
+
+    module_or_state_dicts: a module, one state dict, or a mapping name -> module / state dict
+    (e.g. {"generator": G, "encoder": E}); `load_module` gives back the same layout.
+    config: a dict or dataclass (stored as `asdict`). A `<stem>.json` of the earlier two-file format
+    beside it is removed once the new file is in place (it would describe the old weights).
+    """
+    path = checkpoint_file(path_stem)
+    obj = module_or_state_dicts
+    single = isinstance(obj, nn.Module) or all(isinstance(v, Tensor) for v in obj.values())
+    if single:
+        tensors, groups = _to_state(obj), None
+    else:
+        groups = list(obj)
+        bad = [g for g in groups if _SEP in g]
+        if bad:
+            raise ValueError(f"group names may not contain {_SEP!r}: {bad}")
+        tensors = {f"{g}{_SEP}{k}": v for g in groups for k, v in _to_state(obj[g]).items()}
+    config_text = json.dumps(_jsonable(config), sort_keys=True)
+    groups_text = json.dumps(groups)
+    meta = {"format": FORMAT, "config": config_text, "groups": groups_text,
+            "sha256": content_hash(tensors, config_text, groups_text)}
+    write_bytes_atomic(path, save_safetensors_bytes(tensors, metadata=meta))
+    legacy = path.with_suffix(".json")
+    if legacy.is_file() and _legacy_meta(legacy, quiet=True) is not None:
+        legacy.unlink()
+    return path
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def _read_header(path: Path, raw: bytes) -> dict:
+    """The safetensors JSON header of `raw` (the file's bytes), or CheckpointCorruptError."""
+    if len(raw) < 8:
+        raise CheckpointCorruptError(f"{path}: {len(raw)} bytes, too short for a safetensors file (empty or truncated)")
+    n = int.from_bytes(raw[:8], "little")
+    if n > _MAX_HEADER or 8 + n > len(raw):
+        raise CheckpointCorruptError(f"{path}: header length {n} does not fit the file's {len(raw)} bytes "
+                                     "(truncated, or not a safetensors file)")
+    try:
+        header = json.loads(raw[8:8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointCorruptError(f"{path}: unreadable safetensors header ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointCorruptError(f"{path}: the safetensors header is not a JSON object")
+    return header
+
+
+def _legacy_meta(js_path: Path, quiet: bool = False) -> dict | None:
+    """The config file of the two-file format, or None (`quiet`) / CheckpointCorruptError when it is not one."""
+    try:
+        meta = json.loads(js_path.read_text(encoding="utf-8"))
+        if isinstance(meta, dict) and meta.get("format") == LEGACY_FORMAT and "config" in meta:
+            return meta
+        problem = f"format={meta.get('format')!r}" if isinstance(meta, dict) else "not a JSON object"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        problem = str(e)
+    if quiet:
+        return None
+    raise CheckpointCorruptError(f"{js_path}: not the config of a {LEGACY_FORMAT} checkpoint ({problem})")
+
+
+def read_checkpoint_config(path_stem: str | os.PathLike, hint: str = "") -> dict:
+    """The stored config without reading the tensors (cheap: the header only). Not hash-checked."""
+    path = _existing(checkpoint_file(path_stem), hint)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        raw = head + (f.read(n) if 0 <= n <= _MAX_HEADER else b"")
+    meta = _read_header(path, raw).get("__metadata__") or {}
+    if meta.get("format") == LEGACY_FORMAT:
+        return _legacy_meta(path.with_suffix(".json"))["config"]
+    return _config_from_meta(path, meta)
+
+
+def _existing(path: Path, hint: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}" + (f" -- {hint}" if hint else ""))
+    return path
+
+
+def _config_from_meta(path: Path, meta: dict) -> Any:
+    if meta.get("format") != FORMAT:
+        raise CheckpointCorruptError(f"{path}: not a tagelib checkpoint (format={meta.get('format')!r}; "
+                                     f"expected {FORMAT!r}); foreign .pt files go through import_foreign_checkpoint")
+    try:
+        return json.loads(meta["config"])
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise CheckpointCorruptError(f"{path}: unreadable config in the header ({e})") from None
+
+
+def _group(path: Path, tensors: dict[str, Tensor], groups: list[str] | None) -> dict[str, Any]:
+    if groups is None:
+        return tensors
+    out: dict[str, dict[str, Tensor]] = {g: {} for g in groups}
+    for k, v in tensors.items():
+        g, sep, key = k.partition(_SEP)
+        if not sep or g not in out:
+            raise CheckpointCorruptError(f"{path}: tensor {k!r} belongs to none of the groups {groups}")
+        out[g][key] = v
+    return out
+
+
+def load_module(path_stem: str | os.PathLike, hint: str = "") -> tuple[dict[str, Any], Any]:
+    """Read what `save_module` wrote: (state_dict, config) or ({name: state_dict}, config), hash-checked.
+
+    hint: appended to the missing-file error, e.g. "it is made by notebooks/01_latent_space.ipynb".
+    Raises FileNotFoundError (missing), CheckpointCorruptError (truncated, not ours, hash mismatch).
+    """
+    path = _existing(checkpoint_file(path_stem), hint)
+    raw = path.read_bytes()
+    meta = _read_header(path, raw).get("__metadata__") or {}
+    legacy = meta.get("format") == LEGACY_FORMAT
+    if legacy:
+        js = _existing(path.with_suffix(".json"), hint)
+        legacy_meta = _legacy_meta(js)
+        config, groups = legacy_meta["config"], legacy_meta.get("groups")
+    else:
+        config = _config_from_meta(path, meta)
+    try:
+        tensors = load_safetensors_bytes(raw)
+    except Exception as e:  # safetensors raises its own SafetensorError (and others) on bad offsets / dtypes
+        raise CheckpointCorruptError(f"{path}: unreadable tensor data ({type(e).__name__}: {e})") from None
+    if not legacy:
+        groups_text = meta.get("groups", "null")
+        stored, actual = meta.get("sha256"), content_hash(tensors, meta["config"], groups_text)
+        if stored != actual:
+            raise CheckpointCorruptError(
+                f"{path}: content does not match its stored hash (stored sha256 {str(stored)[:16]}..., "
+                f"computed {actual[:16]}...): the file is corrupted; regenerate it"
+                + (f" ({hint})" if hint else "") + " or restore it (git checkout for shipped files)")
+        try:
+            groups = json.loads(groups_text)
+        except json.JSONDecodeError as e:  # unreachable after a hash match unless written by other code
+            raise CheckpointCorruptError(f"{path}: unreadable groups in the header ({e})") from None
+    return _group(path, tensors, groups), config
+
+
+def load_state_into(module: nn.Module, path_stem: str | os.PathLike, group: str | None = None,
+                    hint: str = "") -> Any:
+    """Load a (hash-checked) checkpoint into `module` strictly; returns the stored config.
+
+    Architecture mismatches raise CheckpointMismatchError naming the file and the keys / shapes.
+    """
+    path = checkpoint_file(path_stem)
+    state, config = load_module(path, hint)
+    if group is not None:
+        if not isinstance(state.get(group) if isinstance(state, dict) else None, dict):
+            raise CheckpointMismatchError(f"{path}: no module group {group!r} in this checkpoint")
+        state = state[group]
+    try:
+        load_checked(module, state, name=group or "module")
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"{path}: {e}") from None
+    return config

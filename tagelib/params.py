@@ -1,0 +1,156 @@
+"""Notebook parameters checked before any kernel starts: types from the `parameters` cell, ranges by name.
+
+Each notebook declares its parameters in one cell, ``name: type = default  # help`` (papermill's
+inspection reads the type hint and the comment). The runner checks every value it will inject:
+
+- its **type** against the hint (``bool``, ``int``, ``float``; an int is accepted for a float);
+- its **range or format** from `RULES`, keyed by parameter name (names mean the same in every notebook);
+  an int without a rule must be >= 0, a float without a rule must be finite and >= 0;
+- layer indices against the latent space's number of W+ layers when the checkpoint already exists.
+
+Errors name the notebook, the parameter, the value and what is valid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import yaml
+
+TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+
+
+class ParameterError(ValueError):
+    """A parameter value that a notebook would reject or misuse."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """`check(value)` is True for a valid value; `valid` says in words what is accepted."""
+
+    valid: str
+    check: Callable[[Any], bool]
+
+
+def at_least(lo: float) -> Rule:
+    return Rule(f">= {lo}", lambda v: v >= lo)
+
+
+def positive() -> Rule:
+    return Rule("> 0", lambda v: v > 0)
+
+
+def finite() -> Rule:
+    return Rule("a finite number", lambda v: math.isfinite(v))
+
+
+def one_of(*choices: Any) -> Rule:
+    return Rule(f"one of {list(choices)}", lambda v: v in choices)
+
+
+def int_list(text: str, sep: str = ",") -> list[int]:
+    """Parse "0,1,2" as [0, 1, 2]; ValueError on anything else (empty items, non-integers)."""
+    items = [t.strip() for t in text.split(sep)]
+    if not items or any(not t.lstrip("-").isdigit() for t in items):
+        raise ValueError(text)
+    return [int(t) for t in items]
+
+
+def _is_int_list(v: str, length: int | None, lo: int, unique: bool) -> bool:
+    try:
+        xs = int_list(v)
+    except ValueError:
+        return False
+    return (length is None or len(xs) == length) and min(xs) >= lo and (not unique or len(set(xs)) == len(xs))
+
+
+def int_list_rule(length: int | None = None, lo: int = 1, unique: bool = False) -> Rule:
+    n = f"{length} " if length else ""
+    return Rule(f"{n}comma-separated integers >= {lo}" + (", no repeats" if unique else "") + ' (e.g. "'
+                + ",".join(str(lo + i) for i in range(length or 3)) + '")',
+                lambda v: _is_int_list(v, length, lo, unique))
+
+
+def layer_groups_rule() -> Rule:
+    return Rule('"|"-separated groups of comma-separated layer indices >= 0 (e.g. "0,1,2,3|4,5,6,7")',
+                lambda v: all(_is_int_list(g, None, 0, True) for g in v.split("|")))
+
+
+COUNT = at_least(1)
+RULES: dict[str, Rule] = {
+    # sizes and counts that must be at least one
+    "threads": COUNT, "batch_size": COUNT, "age_batch": COUNT, "clm_batch": COUNT, "style_dim": COUNT,
+    "dict_size": COUNT, "num_codes": COUNT, "knn_k": COUNT, "grid_styles": COUNT, "grid_categories": COUNT,
+    "eval_images": COUNT, "eval_pairs": COUNT, "max_styles": COUNT, "n_generate": at_least(2), "n_pairs": COUNT,
+    "age_steps": COUNT, "clm_steps": COUNT, "sweep_steps": COUNT,
+    "image_size": one_of(32, 64),
+    # rates and temperatures
+    "lr": positive(), "age_lr": positive(), "knn_temperature": positive(), "alpha": finite(),
+    # structured strings
+    "gen_widths": int_list_rule(4), "enc_units": int_list_rule(4), "enc_widths": int_list_rule(4),
+    "sweep_sizes": int_list_rule(), "edit_layers": int_list_rule(lo=0, unique=True),
+    "layer_sets": layer_groups_rule(), "age_groups": layer_groups_rule(),
+    # paths must not be empty
+    "run_dir": Rule("a non-empty path", bool), "figures_dir": Rule("a non-empty path", bool),
+    "data_dir": Rule("a non-empty path", bool), "checkpoint": Rule("a non-empty path", bool),
+}
+LAYER_PARAMETERS = ("edit_layers", "layer_sets", "age_groups")  # W+ layer indices, checked against n_latent
+
+
+def parse_value(raw: str, type_name: str) -> Any:
+    """A `--set` value as the parameter's type wants it: text stays text for ``str`` parameters (quotes
+    removed), anything else is read as YAML (``3``, ``0.5``, ``true``) and type-checked afterwards."""
+    if type_name == "str":
+        quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\""
+        return yaml.safe_load(raw) if quoted else raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _describe(type_name: str, rule: Rule | None) -> str:
+    return f"{'an' if type_name == 'int' else 'a'} {type_name}" + (f" {rule.valid}" if rule else "")
+
+
+def _rule_for(name: str, type_name: str) -> Rule | None:
+    rule = RULES.get(name)
+    if rule is None and type_name == "int":
+        return at_least(0)
+    if rule is None and type_name == "float":
+        return Rule("finite and >= 0", lambda v: math.isfinite(v) and v >= 0)
+    return rule
+
+
+def check_value(notebook: str, name: str, value: Any, spec: dict[str, Any]) -> None:
+    """Raise ParameterError unless `value` has the declared type and passes the rule for `name`."""
+    type_name = spec.get("inferred_type_name") or "None"
+    help_text = f" ({spec['help']})" if spec.get("help") else ""
+    where, rule = f"{notebook}: {name}={value!r}", _rule_for(name, type_name)
+    allowed = TYPES.get(type_name)
+    if allowed is not None and (isinstance(value, bool) and type_name != "bool" or not isinstance(value, allowed)):
+        raise ParameterError(f"{where} is a {type(value).__name__}; {name} must be {_describe(type_name, rule)}{help_text}")
+    if rule is not None and not rule.check(value):
+        raise ParameterError(f"{where} is not valid; {name} must be {_describe(type_name, rule)}{help_text}")
+
+
+def check_layers(notebook: str, params: dict[str, Any], n_latent: int, source: str) -> None:
+    """Layer-index parameters must name layers of a latent space with `n_latent` W+ layers."""
+    for name in LAYER_PARAMETERS:
+        if name in params:
+            indices = [i for group in str(params[name]).split("|") for i in int_list(group)]
+            bad = sorted({i for i in indices if not 0 <= i < n_latent})
+            if bad:
+                raise ParameterError(f"{notebook}: {name}={params[name]!r} names layer(s) {bad}, but {source} has "
+                                     f"{n_latent} W+ layers; valid indices: 0..{n_latent - 1}")
+
+
+def check_relations(notebook: str, values: dict[str, Any]) -> None:
+    """Constraints between parameters of one notebook (`values`: defaults with the injected values on top)."""
+    if "age_groups" in values and "edit_layers" in values:
+        groups = sorted(i for g in values["age_groups"].split("|") for i in int_list(g))
+        if groups != sorted(int_list(values["edit_layers"])):
+            raise ParameterError(f"{notebook}: age_groups={values['age_groups']!r} must split edit_layers="
+                                 f"{values['edit_layers']!r} into groups, every edited layer in exactly one group")
