@@ -7,13 +7,19 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: help setup test unit nbval reproduce smoke pretrain fonts dataset lab clean
 
 help:
-	@echo "make setup      create/update .venv from the pinned requirements"
-	@echo "make test       setup + unit tests + nbval over every notebook (smoke profile)"
-	@echo "make reproduce  setup + papermill batch (tiny profile) into results/tiny/, regenerates papers_figures/"
-	@echo "make pretrain   retrain the shipped glyph latent space (notebook 01, pretrain profile)"
-	@echo "make fonts      gather the font files into FONTS (default ./fontcache; see data/README.md)"
-	@echo "make dataset    rebuild data/glyphs from FONTS"
-	@echo "make lab        open JupyterLab on notebooks/"
+	@echo "Targets (typical durations on 2 CPU cores, no GPU):"
+	@echo "  make setup      create/update .venv from the pinned requirements     first time 3-5 min, then instant"
+	@echo "  make test       setup + unit tests + nbval over every notebook (smoke) ~1.7 min (+ setup)"
+	@echo "  make unit       unit tests, fault injection included                 ~1 min"
+	@echo "  make nbval      every notebook under the smoke profile, via nbval     ~45 s"
+	@echo "  make smoke      the papermill batch, smoke profile -> results/smoke/  ~50 s"
+	@echo "  make reproduce  papermill batch (tiny) -> results/tiny/, papers_figures/ ~12 min"
+	@echo "  make pretrain   retrain the shipped data/latent/glyph32 (notebook 01)  ~49 min"
+	@echo "  make fonts      gather the font files into FONTS (./fontcache)         ~7 min, 1 GB download"
+	@echo "  make dataset    rebuild data/glyphs from FONTS                         3-6 min"
+	@echo "  make lab        open JupyterLab on notebooks/"
+	@echo "  make clean      remove results/ and test caches                        instant"
+	@echo "Runner: .venv/bin/python -m tagelib.run --help (profiles, --only, --set [NB.]key=value)"
 
 setup: $(STAMP)
 

@@ -236,8 +236,9 @@ def build_plan(profile_name: str, only: list[str] | None = None, overrides: list
     parsed = parse_overrides(list(overrides), names)
     declared_all = {n: declared_parameters(NOTEBOOKS_DIR / f"{n}.ipynb") for n in available_notebooks()}
     _check_global_keys(profile, parsed, declared_all, names)
-    plan = Plan(profile_name, "", "")
-    plan.run_dir, plan.figures_dir = _run_folders(profile_name, profile, parsed, bool(only or overrides), plan.notes)
+    notes: list[str] = []
+    run_dir, figures_dir = _run_folders(profile_name, profile, parsed, bool(only or overrides), notes)
+    plan = Plan(profile_name, run_dir, figures_dir, notes=notes)
     effective = {}
     for name in names:
         params = notebook_parameters(profile, name, declared_all[name], parsed, plan.run_dir, plan.figures_dir)

@@ -108,3 +108,21 @@ def test_bad_profiles_name_the_file(tmp_path, monkeypatch, text, message):
     with pytest.raises(SystemExit, match=message) as err:
         profiles.load_profile("bad")
     assert "bad.yaml" in str(err.value)
+
+
+def test_executed_notebook_is_published_only_on_success(tmp_path):
+    """A real kernel: outputs follow run_dir; a failed run keeps NN.failed.ipynb beside the untouched good copy."""
+    out = run.run("smoke", only=["00_data"], overrides=[f"run_dir={tmp_path}"])
+    good = out / "00_data.ipynb"
+    good_bytes = good.read_bytes()
+    for made in ("papers_figures/table_dataset.md", "papers_figures/fig_glyph_grid.png", "00_data/summary.json",
+                 "run_summary_00_data.json"):
+        assert (tmp_path / made).is_file(), made
+    empty = tmp_path / "empty_data"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match=r"(?s)00_data failed in cell \[\d+\]: \w+.*00_data\.failed\.ipynb.*unchanged"):
+        run.run("smoke", only=["00_data"], overrides=[f"run_dir={tmp_path}", f"data_dir={empty}"])
+    assert good.read_bytes() == good_bytes
+    assert sorted(p.name for p in out.iterdir()) == ["00_data.failed.ipynb", "00_data.ipynb"]
+    run.run("smoke", only=["00_data"], overrides=[f"run_dir={tmp_path}"])  # success again: the stale failure goes
+    assert sorted(p.name for p in out.iterdir()) == ["00_data.ipynb"]
