@@ -109,7 +109,7 @@ class LatentSpace(nn.Module):
             raise CheckpointMismatchError(f"{path}: invalid latent-space config: {e}") from None
         model = cls(cfg)
         try:
-            load_checked(model, state, name="LatentSpace")
+            load_checked(model, state, name="the latent space")
         except CheckpointMismatchError as e:
             raise CheckpointMismatchError(f"{path}: {e}") from None
         model.training_info = {k: v for k, v in config.items() if k not in ("generator", "encoder")}

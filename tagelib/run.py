@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import json
 import math
 import os
@@ -95,6 +96,12 @@ def parse_overrides(items: list[str], notebooks: list[str]) -> dict[str, dict[st
 # ----------------------------------------------------------------------------- building the plan
 
 
+def _did_you_mean(unknown: list[str], valid) -> str:
+    close = {u: difflib.get_close_matches(u, sorted(valid), n=1) for u in unknown}
+    hints = [f"{u!r} -> {m[0]!r}" for u, m in close.items() if m]
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
 def _default(spec: dict[str, Any]) -> Any:
     try:
         return ast.literal_eval(spec["default"])
@@ -120,7 +127,8 @@ def notebook_parameters(profile: dict[str, Any], name: str, declared: dict[str, 
     unknown = sorted(set(profile["notebooks"].get(name, {})) - set(declared))
     unknown += sorted(set(overrides.get(name, {})) - set(declared))
     if unknown:
-        raise SystemExit(f"{name}: unknown parameter(s) {unknown}; valid: {sorted(declared)}")
+        raise SystemExit(f"{name}: unknown parameter(s) {unknown}{_did_you_mean(unknown, declared)}; "
+                         f"valid: {sorted(declared)}")
     values: dict[str, Any] = {"run_dir": run_dir, "figures_dir": figures_dir}
     values.update(profile["defaults"])
     values.update(profile["notebooks"].get(name, {}))
@@ -143,11 +151,12 @@ def _check_global_keys(profile: dict[str, Any], overrides: dict[str, dict[str, s
     everywhere = set().union(*map(set, declared_all.values()))
     unknown = sorted(set(profile["defaults"]) - everywhere)
     if unknown:
-        raise SystemExit(f"profile defaults: no notebook declares {unknown}; valid: {sorted(everywhere)}")
+        raise SystemExit(f"profile defaults: no notebook declares {unknown}{_did_you_mean(unknown, everywhere)}; "
+                         f"valid: {sorted(everywhere)}")
     reached = set().union(*(set(declared_all[n]) for n in selected))
     unknown = sorted(set(overrides.get("*", {})) - reached)
     if unknown:
-        raise SystemExit(f"--set: no selected notebook declares {unknown}; the selected notebooks "
+        raise SystemExit(f"--set: no selected notebook declares {unknown}{_did_you_mean(unknown, reached)}; the selected notebooks "
                          f"({', '.join(selected)}) declare: {sorted(reached)}")
 
 
@@ -186,7 +195,7 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
                 if _inside(target, DATA_DIR) and not any(_same_artefact(target, m) for m in makes):
                     own = f"; it makes only {profile['makes']}" if profile["makes"] else ""
                     raise SystemExit(
-                        f"{name}: {key}={values[key]!r} with {step_key}={values[step_key]} would overwrite shipped data "
+                        f"{name}: {key}={values[key]!r} with {step_key}={values[step_key]} would write into shipped data "
                         f"under data/, which profile {plan.profile!r} may not write{own}.\n"
                         f"  To regenerate a shipped artefact on purpose, run the profile made for it "
                         f"(`make pretrain` for data/latent/glyph32); otherwise write under the run folder, "

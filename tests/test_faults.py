@@ -207,7 +207,7 @@ def no_kernel(monkeypatch):
 
 BAD_INPUTS = [
     (["--profile", "smoke", "--only", "01_latent_space", "--set", "01_latent_space.checkpoint=data/latent/glyph32"],
-     "(?s)would overwrite shipped data under data/.*make pretrain"),
+     "(?s)would write into shipped data under data/.*make pretrain"),
     (["--profile", "pretrain", "--set", "01_latent_space.checkpoint=data/latent/other"], "may not write; it makes only"),
     (["--profile", "smoke", "--set", "run_dir=data/scratch"], "inside the repository's sources or shipped data"),
     (["--profile", "tiny", "--set", "grid_styles=-3"], "00_data: grid_styles=-3 is not valid; grid_styles must be an int >= 1"),
@@ -255,5 +255,5 @@ def test_shipped_data_unchanged_after_a_smoke_batch_that_tries_to_write_into_it(
     for target in ("data/latent/glyph32", "data/latent/glyph32.safetensors", "data/glyphs/glyphs32"):
         out = subprocess.run([sys.executable, "-m", "tagelib.run", "--profile", "smoke", "--set",
                               f"01_latent_space.checkpoint={target}"], cwd=REPO_ROOT, capture_output=True, text=True)
-        assert out.returncode == 1 and "would overwrite shipped data" in out.stderr, out.stderr
+        assert out.returncode == 1 and "would write into shipped data" in out.stderr, out.stderr
     assert _data_hashes() == before
