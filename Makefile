@@ -36,7 +36,7 @@ unit: setup
 
 nbval: setup
 	$(PY) -m tagelib.run --profile smoke --prepare-only
-	$(PY) -m pytest --nbval-lax -p no:cacheprovider results/smoke/notebooks
+	$(PY) -m pytest --nbval-lax -p no:cacheprovider results/smoke/prepared
 
 reproduce: setup
 	$(PY) -m tagelib.run --profile tiny

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Iterator
 
 _TMP_MARK = ".tmp-"
+_UMASK = os.umask(0o022)  # read once at import (reading it means setting it), then restored
+os.umask(_UMASK)
 _active: set[Path] = set()  # temporaries this process is writing right now (never cleaned as stale)
 
 
@@ -71,11 +73,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written to the temporary file for {path}")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)  # the rename itself reaches the disk
     finally:
         _active.discard(tmp)
         tmp.unlink(missing_ok=True)

@@ -229,6 +229,8 @@ def load_module(path_stem: str | os.PathLike, hint: str = "") -> tuple[dict[str,
     raw = path.read_bytes()
     meta = _read_header(path, raw).get("__metadata__") or {}
     legacy = meta.get("format") == LEGACY_FORMAT
+    if legacy and ("sha256" in meta or "config" in meta):  # a v2 header whose format field was damaged
+        raise CheckpointCorruptError(f"{path}: damaged header (format {LEGACY_FORMAT!r} with the fields of {FORMAT!r})")
     if legacy:
         js = _existing(path.with_suffix(".json"), hint)
         legacy_meta = _legacy_meta(js)

@@ -39,7 +39,7 @@ def at_least(lo: float) -> Rule:
 
 
 def positive() -> Rule:
-    return Rule("> 0", lambda v: v > 0)
+    return Rule("finite and > 0", lambda v: math.isfinite(v) and v > 0)
 
 
 def finite() -> Rule:

@@ -1,7 +1,7 @@
 """The papermill batch: run the numbered notebooks in order with a profile's parameters.
 
     python -m tagelib.run --profile tiny                 # all notebooks -> results/tiny/notebooks/
-    python -m tagelib.run --profile smoke --prepare-only # parameterised, unexecuted copies (for nbval)
+    python -m tagelib.run --profile smoke --prepare-only # parameterised copies -> results/smoke/prepared/ (nbval)
     python -m tagelib.run --profile tiny --only 00_data --set seed=3
 
 A profile is ``profiles/<name>.yaml`` (`tagelib.profiles`). Each notebook's values, later ones winning:
@@ -66,7 +66,12 @@ class Plan:
 
     @property
     def out_dir(self) -> Path:
+        """Executed notebooks; `prepared_dir` holds parameterised, unexecuted copies (--prepare-only, nbval)."""
         return resolve(self.run_dir) / "notebooks"
+
+    @property
+    def prepared_dir(self) -> Path:
+        return resolve(self.run_dir) / "prepared"
 
 
 # ----------------------------------------------------------------------------- --set parsing
@@ -82,7 +87,9 @@ def parse_overrides(items: list[str], notebooks: list[str]) -> dict[str, dict[st
         if "=" not in item:
             raise SystemExit(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        target, _, param = key.rpartition(".")
+        target, dot, param = key.rpartition(".")
+        if dot and not target:
+            raise SystemExit(f"--set {item!r}: empty notebook name before '.'; use --set {param}=... or --set NB.{param}=...")
         if not param.isidentifier():
             raise SystemExit(f"--set {item!r}: {param!r} is not a parameter name")
         if target and target not in notebooks:
@@ -166,22 +173,33 @@ def _run_folders(profile_name: str, profile: dict[str, Any], overrides: dict[str
     run_dir = overrides.get("*", {}).get("run_dir", profile["run_dir"])
     figures_dir = _with_run_dir(overrides.get("*", {}).get("figures_dir", profile["figures_dir"]), run_dir)
     for key, value in (("run_dir", run_dir), ("figures_dir", figures_dir)):
-        path = resolve(value)
-        if not value or any(path.resolve() == d.resolve() or _inside(path, d) for d in SOURCE_DIRS):
-            raise SystemExit(f"{key}={value!r} lies inside the repository's sources or shipped data; "
-                             "runs write under results/ (or any folder outside the sources)")
-    if resolve(figures_dir).resolve() == PUBLISHED_FIGURES.resolve() and modified:
+        if not value.strip():
+            raise SystemExit(f"--set {key}=: {key} must be a non-empty path")
+    publishing = resolve(figures_dir).resolve() == PUBLISHED_FIGURES.resolve()
+    if publishing and modified:
         if "figures_dir" in overrides.get("*", {}):
             raise SystemExit("--set figures_dir=papers_figures: the committed papers_figures/ is rewritten only by "
                              "the unmodified batch (`make reproduce`); drop --only/--set, or choose another folder")
         figures_dir = f"{run_dir}/papers_figures"
         notes.append(f"--only/--set given: figures and tables go to {figures_dir}, not papers_figures/ "
                      f"(only the unmodified `--profile {profile_name}` batch rewrites papers_figures/)")
+        publishing = False
+    for key, value in (("run_dir", run_dir), ("figures_dir", figures_dir)):
+        if not (key == "figures_dir" and publishing) and _protected(resolve(value)):
+            raise SystemExit(f"{key}={value!r} would put run outputs among the repository's sources, shipped data or "
+                             "committed figures; runs write under results/ (or any folder outside the repository)")
     return run_dir, figures_dir
 
 
-def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict], effective: dict[str, dict]) -> None:
-    """Written paths: never shipped data unless the profile makes it; read paths: exist or made earlier."""
+def _protected(path: Path) -> bool:
+    """The repository root (or above it), or a folder inside its sources, data/ or papers_figures/."""
+    return _inside(REPO_ROOT, path) or any(_inside(path, d) for d in [*SOURCE_DIRS, PUBLISHED_FIGURES])
+
+
+def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict], effective: dict[str, dict],
+                 modified: bool) -> None:
+    """Written paths: never shipped data unless an unmodified batch of the profile that makes it; read paths:
+    exist or are made earlier in the batch."""
     makes = [resolve(p) for p in profile["makes"]]
     made_here: list[Path] = []
     for name, params in plan.notebooks:
@@ -192,6 +210,11 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
             target = resolve(values[key])
             writes = step_key in declared[name] and (values.get(step_key) or 0) > 0
             if writes:
+                if _inside(target, DATA_DIR) and any(_same_artefact(target, m) for m in makes) and modified:
+                    raise SystemExit(
+                        f"{name}: {key}={values[key]!r} is the shipped artefact profile {plan.profile!r} makes, but --set "
+                        f"changes this batch; shipped files are regenerated only as the profile says (`make pretrain`). "
+                        f"To experiment, write under the run folder: --set {name}.{key}={plan.run_dir}/latent/glyph32")
                 if _inside(target, DATA_DIR) and not any(_same_artefact(target, m) for m in makes):
                     own = f"; it makes only {profile['makes']}" if profile["makes"] else ""
                     raise SystemExit(
@@ -208,6 +231,11 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
                 _check_readable_checkpoint(name, values, target, made_here)
         if "data_dir" in values and not resolve(values["data_dir"]).is_dir():
             raise SystemExit(f"{name}: data_dir={values['data_dir']!r} does not exist; it is made by {MADE_BY['data_dir']}")
+        if "data_dir" in values and "image_size" in values:
+            images = resolve(values["data_dir"]) / f"glyphs{values['image_size']}.npz"
+            if not images.is_file():
+                raise SystemExit(f"{name}: image_size={values['image_size']} needs {images}, which does not exist; "
+                                 f"build it with `python -m tagelib.glyphs.build --size {values['image_size']}` (data/README.md)")
 
 
 def _check_readable_checkpoint(name: str, values: dict[str, Any], target: Path, made_here: list[Path]) -> None:
@@ -223,10 +251,10 @@ def _check_readable_checkpoint(name: str, values: dict[str, Any], target: Path, 
     from tagelib.checkpoint_io import CheckpointError, read_checkpoint_config  # torch: only when needed
 
     try:
-        size = read_checkpoint_config(path)["generator"]["size"]
-    except (CheckpointError, KeyError, TypeError) as e:
-        raise SystemExit(f"{name}: checkpoint {path} cannot be read as a latent space: {e}") from None
-    n_latent = 2 * int(math.log2(size)) - 2
+        size = int(read_checkpoint_config(path)["generator"]["size"])
+        n_latent = 2 * int(math.log2(size)) - 2  # rosinality: two W+ layers per resolution from 8 px, as LatentSpace
+    except (CheckpointError, KeyError, TypeError, ValueError) as e:
+        raise SystemExit(f"{name}: checkpoint {path} cannot be read as a latent space ({type(e).__name__}: {e})") from None
     try:
         P.check_layers(name, values, n_latent, f"checkpoint {values['checkpoint']}")
     except P.ParameterError as e:
@@ -257,7 +285,7 @@ def build_plan(profile_name: str, only: list[str] | None = None, overrides: list
             P.check_relations(name, effective[name])
         except P.ParameterError as e:
             raise SystemExit(str(e)) from None
-    _check_files(plan, profile, {n: declared_all[n] for n in names}, effective)
+    _check_files(plan, profile, {n: declared_all[n] for n in names}, effective, modified=bool(overrides))
     return plan
 
 
@@ -267,17 +295,27 @@ def build_plan(profile_name: str, only: list[str] | None = None, overrides: list
 def _ipc_kernel_manager() -> type:
     """Kernels talk to the runner over Unix-domain sockets (IPC) in Jupyter's private runtime folder, not over
     unencrypted TCP on localhost (which ipykernel rightly warns about once per notebook)."""
+    import uuid
+
     from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
 
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs: Any):
-            super().__init__(transport="ipc", **kwargs)
+            runtime = Path(jupyter_runtime_dir())
+            runtime.mkdir(parents=True, exist_ok=True)
+            # an absolute socket prefix: a relative one would land in the kernel's working folder (notebooks/)
+            super().__init__(transport="ipc", ip=str(runtime / f"kernel-{uuid.uuid4().hex}-ipc"), **kwargs)
 
     return IPCKernelManager
 
 
 def _execute(name: str, params: dict[str, Any], out_dir: Path, prepare_only: bool) -> Path:
-    """Run one notebook into a temporary copy; publish it as NN_name.ipynb only when it ran to the end."""
+    """Run one notebook into a temporary copy; publish it as NN_name.ipynb only when it ran to the end.
+
+    Any failure (an error in a cell, a dead kernel, a timeout) keeps what was executed as
+    NN_name.failed.ipynb beside the last good copy and stops the batch; Ctrl-C leaves no partial file.
+    """
     import papermill
 
     final, failed = out_dir / f"{name}.ipynb", out_dir / f"{name}.failed.ipynb"
@@ -286,16 +324,20 @@ def _execute(name: str, params: dict[str, Any], out_dir: Path, prepare_only: boo
         papermill.execute_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(running), parameters=params,
                                    prepare_only=prepare_only, cwd=str(NOTEBOOKS_DIR), progress_bar=False,
                                    log_output=False, kernel_manager_class=_ipc_kernel_manager())
-    except papermill.PapermillExecutionError as e:
+    except Exception as e:
+        if not running.exists():
+            raise
         os.replace(running, failed)
+        where = f" in cell [{e.exec_count}]" if isinstance(e, papermill.PapermillExecutionError) else ""
+        what = f"{e.ename}: {e.evalue}" if isinstance(e, papermill.PapermillExecutionError) else f"{type(e).__name__}: {e}"
         kept = f"the last good copy is unchanged: {final}" if final.exists() else "no earlier good copy"
-        raise SystemExit(f"{name} failed in cell [{e.exec_count}]: {e.ename}: {e.evalue}\n"
-                         f"  executed copy with the traceback: {failed}\n  {kept}") from None
+        raise SystemExit(f"{name} failed{where}: {what}\n  executed copy with the traceback: {failed}\n  {kept}") from None
     except BaseException:
         running.unlink(missing_ok=True)
         raise
     os.replace(running, final)
-    failed.unlink(missing_ok=True)  # it described an earlier attempt
+    if not prepare_only:
+        failed.unlink(missing_ok=True)  # it described an earlier attempt
     return final
 
 
@@ -303,7 +345,8 @@ def run(profile_name: str, only: list[str] | None = None, prepare_only: bool = F
         overrides: list[str] = ()) -> Path:
     """Check the whole batch, then execute (or only parameterise) its notebooks in order.
 
-    Returns the folder of executed notebooks. Any problem found before the start stops the batch
+    Returns the folder of executed notebooks (`<run_dir>/notebooks`), or of the parameterised copies
+    (`<run_dir>/prepared`) with `prepare_only`, which leaves the last executed ones alone. Any problem found before the start stops the batch
     with a message; a failing notebook stops it after saving its executed copy as NN_name.failed.ipynb.
     """
     from tqdm.auto import tqdm
@@ -311,13 +354,14 @@ def run(profile_name: str, only: list[str] | None = None, prepare_only: bool = F
     plan = build_plan(profile_name, only, overrides)
     for note in plan.notes:
         print(note, file=sys.stderr)
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = plan.prepared_dir if prepare_only else plan.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     timings = {}
     bar = tqdm(plan.notebooks, desc=f"profile {profile_name}", unit="notebook", disable=prepare_only)
     for name, params in bar:
         bar.set_postfix_str(name)
         start = time.perf_counter()
-        path = _execute(name, params, plan.out_dir, prepare_only)
+        path = _execute(name, params, out_dir, prepare_only)
         timings[name] = round(time.perf_counter() - start, 2)
         if not prepare_only:
             tqdm.write(f"{name}: {timings[name]:.1f} s -> {path}")
@@ -329,7 +373,7 @@ def run(profile_name: str, only: list[str] | None = None, prepare_only: bool = F
         stem = "run_summary" if not only else f"run_summary_{'+'.join(names)}"
         write_text_atomic(resolve(plan.run_dir) / f"{stem}.json", json.dumps(summary, indent=2))
         print(f"executed notebooks: {plan.out_dir}\nfigures and tables: {resolve(plan.figures_dir)}", file=sys.stderr)
-    return plan.out_dir
+    return out_dir
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -43,6 +43,16 @@ def test_precedence_notebook_defaults_profile_set_global_set_notebook():
     assert p["02_attribute_factorization"]["seed"] == 9 and p["03_codebook_learning"]["seed"] == 4
 
 
+def test_profile_per_notebook_value_wins_over_profile_defaults(monkeypatch):
+    profile = run.load_profile("smoke")
+    profile["defaults"] = {"seed": 1, "max_styles": 5}
+    profile["notebooks"]["02_attribute_factorization"]["max_styles"] = 7
+    monkeypatch.setattr(run, "load_profile", lambda name: profile)
+    _, p = plan_params("smoke")
+    assert p["02_attribute_factorization"]["max_styles"] == 7 and p["03_codebook_learning"]["max_styles"] == 12
+    assert p["00_data"]["seed"] == 1
+
+
 def test_set_values_take_the_declared_type():
     _, p = plan_params("tiny", "02_attribute_factorization.edit_layers=0,1,2,3", "02_attribute_factorization.age_groups=0,1|2,3",
                        "02_attribute_factorization.alpha=2", "01_latent_space.overwrite=true")
@@ -80,9 +90,10 @@ def test_overrides_parse_and_reject_unknown_notebook():
         run.parse_overrides(["00_data.run_dir=x"], ["00_data"])
 
 
-def test_prepare_only_injects_parameters_and_publishes_nothing_else(tmp_path):
+def test_prepare_only_injects_parameters_and_leaves_executed_notebooks_alone(tmp_path):
     out = run.run("smoke", only=["00_data"], prepare_only=True, overrides=[f"run_dir={tmp_path}"])
-    assert sorted(p.name for p in out.iterdir()) == ["00_data.ipynb"]
+    assert out == tmp_path / "prepared" and sorted(p.name for p in out.iterdir()) == ["00_data.ipynb"]
+    assert not (tmp_path / "notebooks").exists()
     nb = json.loads((out / "00_data.ipynb").read_text())
     injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert injected and "grid_styles = 6" in "".join(injected[0]["source"])
@@ -118,11 +129,20 @@ def test_executed_notebook_is_published_only_on_success(tmp_path):
     for made in ("papers_figures/table_dataset.md", "papers_figures/fig_glyph_grid.png", "00_data/summary.json",
                  "run_summary_00_data.json"):
         assert (tmp_path / made).is_file(), made
-    empty = tmp_path / "empty_data"
+    empty = tmp_path / "broken_data"
     empty.mkdir()
+    (empty / "glyphs32.npz").write_bytes(b"passes the checks before the start, fails when the notebook loads it")
     with pytest.raises(SystemExit, match=r"(?s)00_data failed in cell \[\d+\]: \w+.*00_data\.failed\.ipynb.*unchanged"):
         run.run("smoke", only=["00_data"], overrides=[f"run_dir={tmp_path}", f"data_dir={empty}"])
     assert good.read_bytes() == good_bytes
     assert sorted(p.name for p in out.iterdir()) == ["00_data.failed.ipynb", "00_data.ipynb"]
     run.run("smoke", only=["00_data"], overrides=[f"run_dir={tmp_path}"])  # success again: the stale failure goes
     assert sorted(p.name for p in out.iterdir()) == ["00_data.ipynb"]
+
+
+def test_kernels_listen_on_private_ipc_sockets_outside_the_repository():
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    km = run._ipc_kernel_manager()(kernel_name="python3")
+    assert km.transport == "ipc"
+    assert km.ip.startswith(jupyter_runtime_dir()) and not km.ip.startswith(str(run.REPO_ROOT))
