@@ -56,8 +56,12 @@ def _preview(keys: list[str], n: int = 10) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], name: str = "module") -> None:
-    """Raise CheckpointMismatchError unless `state` has exactly the keys and shapes of `module`."""
+def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], name: str = "module",
+                     source: str | os.PathLike | None = None) -> None:
+    """Raise CheckpointMismatchError unless `state` has exactly the keys and shapes of `module`.
+
+    source: the file the state came from; the message then starts with it.
+    """
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -65,7 +69,7 @@ def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], name: str =
               for k in own if k in state and isinstance(state[k], Tensor) and tuple(state[k].shape) != tuple(own[k].shape)]
     not_tensors = [k for k in own if k in state and not isinstance(state[k], Tensor)]
     if missing or unexpected or shapes or not_tensors:
-        lines = [f"checkpoint does not fit {name} ({type(module).__name__}):"]
+        lines = [f"{source}: " * (source is not None) + f"checkpoint does not fit {name} ({type(module).__name__}):"]
         if missing:
             lines.append(f"  {len(missing)} missing key(s): {_preview(missing)}")
         if unexpected:
@@ -78,9 +82,10 @@ def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], name: str =
         raise CheckpointMismatchError("\n".join(lines))
 
 
-def load_checked(module: nn.Module, state: Mapping[str, Tensor], name: str = "module") -> None:
+def load_checked(module: nn.Module, state: Mapping[str, Tensor], name: str = "module",
+                 source: str | os.PathLike | None = None) -> None:
     """`check_state_dict` then `module.load_state_dict(state, strict=True)`."""
-    check_state_dict(module, state, name)
+    check_state_dict(module, state, name, source)
     module.load_state_dict(state, strict=True)
 
 
@@ -178,17 +183,14 @@ def _legacy_meta(js_path: Path, quiet: bool = False) -> dict | None:
     raise CheckpointCorruptError(f"{js_path}: not the config of a {LEGACY_FORMAT} checkpoint ({problem})")
 
 
-def read_checkpoint_config(path_stem: str | os.PathLike, hint: str = "") -> dict:
+def read_checkpoint_config(path_stem: str | os.PathLike, hint: str = "") -> Any:
     """The stored config without reading the tensors (cheap: the header only). Not hash-checked."""
     path = _existing(checkpoint_file(path_stem), hint)
     with open(path, "rb") as f:
         head = f.read(8)
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
         raw = head + (f.read(n) if 0 <= n <= _MAX_HEADER else b"")
-    meta = _read_header(path, raw).get("__metadata__") or {}
-    if meta.get("format") == LEGACY_FORMAT:
-        return _legacy_meta(path.with_suffix(".json"))["config"]
-    return _config_from_meta(path, meta)
+    return _stored(path, _read_header(path, raw), hint).config
 
 
 def _existing(path: Path, hint: str) -> Path:
@@ -197,14 +199,32 @@ def _existing(path: Path, hint: str) -> Path:
     return path
 
 
-def _config_from_meta(path: Path, meta: dict) -> Any:
-    if meta.get("format") != FORMAT:
-        raise CheckpointCorruptError(f"{path}: not a tagelib checkpoint (format={meta.get('format')!r}; "
-                                     f"expected {FORMAT!r}); foreign .pt files go through import_foreign_checkpoint")
+@dataclasses.dataclass
+class _Stored:
+    """What a header says: the config, the module groups, and (v2) the texts the hash covers."""
+
+    config: Any
+    groups: list[str] | None
+    hashed: tuple[str, str, str] | None  # (stored sha256, config text, groups text); None for the legacy format
+
+
+def _stored(path: Path, header: dict, hint: str) -> _Stored:
+    """Interpret a safetensors header as ours: v2 (config in the header) or legacy v1 (config in <stem>.json)."""
+    meta = header.get("__metadata__") or {}
+    fmt = meta.get("format")
+    if fmt == LEGACY_FORMAT and ("sha256" in meta or "config" in meta):  # a v2 header whose format field was damaged
+        raise CheckpointCorruptError(f"{path}: damaged header (format {LEGACY_FORMAT!r} with the fields of {FORMAT!r})")
+    if fmt == LEGACY_FORMAT:
+        legacy = _legacy_meta(_existing(path.with_suffix(".json"), hint))
+        return _Stored(legacy["config"], legacy.get("groups"), None)
+    if fmt != FORMAT:
+        raise CheckpointCorruptError(f"{path}: not a tagelib checkpoint (format={fmt!r}; expected {FORMAT!r}); "
+                                     "foreign .pt files go through import_foreign_checkpoint")
     try:
-        return json.loads(meta["config"])
+        config_text, groups_text = meta["config"], meta.get("groups", "null")
+        return _Stored(json.loads(config_text), json.loads(groups_text), (meta.get("sha256"), config_text, groups_text))
     except (KeyError, TypeError, json.JSONDecodeError) as e:
-        raise CheckpointCorruptError(f"{path}: unreadable config in the header ({e})") from None
+        raise CheckpointCorruptError(f"{path}: unreadable config in the header ({type(e).__name__}: {e})") from None
 
 
 def _group(path: Path, tensors: dict[str, Tensor], groups: list[str] | None) -> dict[str, Any]:
@@ -227,33 +247,20 @@ def load_module(path_stem: str | os.PathLike, hint: str = "") -> tuple[dict[str,
     """
     path = _existing(checkpoint_file(path_stem), hint)
     raw = path.read_bytes()
-    meta = _read_header(path, raw).get("__metadata__") or {}
-    legacy = meta.get("format") == LEGACY_FORMAT
-    if legacy and ("sha256" in meta or "config" in meta):  # a v2 header whose format field was damaged
-        raise CheckpointCorruptError(f"{path}: damaged header (format {LEGACY_FORMAT!r} with the fields of {FORMAT!r})")
-    if legacy:
-        js = _existing(path.with_suffix(".json"), hint)
-        legacy_meta = _legacy_meta(js)
-        config, groups = legacy_meta["config"], legacy_meta.get("groups")
-    else:
-        config = _config_from_meta(path, meta)
+    stored = _stored(path, _read_header(path, raw), hint)
     try:
         tensors = load_safetensors_bytes(raw)
     except Exception as e:  # safetensors raises its own SafetensorError (and others) on bad offsets / dtypes
         raise CheckpointCorruptError(f"{path}: unreadable tensor data ({type(e).__name__}: {e})") from None
-    if not legacy:
-        groups_text = meta.get("groups", "null")
-        stored, actual = meta.get("sha256"), content_hash(tensors, meta["config"], groups_text)
-        if stored != actual:
+    if stored.hashed is not None:
+        expected, config_text, groups_text = stored.hashed
+        actual = content_hash(tensors, config_text, groups_text)
+        if expected != actual:
             raise CheckpointCorruptError(
-                f"{path}: content does not match its stored hash (stored sha256 {str(stored)[:16]}..., "
+                f"{path}: content does not match its stored hash (stored sha256 {str(expected)[:16]}..., "
                 f"computed {actual[:16]}...): the file is corrupted; regenerate it"
                 + (f" ({hint})" if hint else "") + " or restore it (git checkout for shipped files)")
-        try:
-            groups = json.loads(groups_text)
-        except json.JSONDecodeError as e:  # unreachable after a hash match unless written by other code
-            raise CheckpointCorruptError(f"{path}: unreadable groups in the header ({e})") from None
-    return _group(path, tensors, groups), config
+    return _group(path, tensors, stored.groups), stored.config
 
 
 def load_state_into(module: nn.Module, path_stem: str | os.PathLike, group: str | None = None,
@@ -268,8 +275,5 @@ def load_state_into(module: nn.Module, path_stem: str | os.PathLike, group: str 
         if not isinstance(state.get(group) if isinstance(state, dict) else None, dict):
             raise CheckpointMismatchError(f"{path}: no module group {group!r} in this checkpoint")
         state = state[group]
-    try:
-        load_checked(module, state, name=group or "module")
-    except CheckpointMismatchError as e:
-        raise CheckpointMismatchError(f"{path}: {e}") from None
+    load_checked(module, state, name=group or "module", source=path)
     return config

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from tagelib.checkpoint_io import (  # noqa: F401  (re-exported: the public checkpoint API)
+from tagelib.checkpoint_io import (  # re-exported: the public checkpoint API
     CheckpointCorruptError,
     CheckpointError,
     CheckpointMismatchError,
@@ -36,6 +36,10 @@ from tagelib.checkpoint_io import (  # noqa: F401  (re-exported: the public chec
     read_checkpoint_config,
     save_module,
 )
+
+__all__ = ["CheckpointCorruptError", "CheckpointError", "CheckpointMismatchError", "ImportedCheckpoint",
+           "check_state_dict", "import_foreign_checkpoint", "load_checked", "load_module", "load_state_into",
+           "read_checkpoint_config", "save_module"]
 
 # ----------------------------------------------------------------------------- foreign checkpoints
 
@@ -76,7 +80,7 @@ def _check_latent_avg(latent_avg: Tensor, target: Tensor) -> None:
         raise CheckpointMismatchError(f"latent_avg has shape {tuple(latent_avg.shape)}; the encoder needs "
                                       f"(D,), (1, D) or (L, D) with (L, D) = {tuple(target.shape)}")
     if not latent_avg.is_floating_point() or not torch.isfinite(latent_avg).all():
-        raise CheckpointMismatchError(f"latent_avg must be finite floating-point values")
+        raise CheckpointMismatchError("latent_avg must be finite floating-point values")
 
 
 def _strip_ddp(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -8,7 +8,6 @@ weights as one hash-checked safetensors file with the config in its header (`tag
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +33,7 @@ class LatentSpaceConfig:
         if isinstance(self.encoder, dict):
             self.encoder = EncoderConfig.from_dict(self.encoder)
         g, e = self.generator, self.encoder
-        n_latent = 2 * int(math.log2(g.size)) - 2  # rosinality: two W+ layers per resolution from 8 px
+        n_latent = g.n_latent
         if n_latent != e.n_styles or g.style_dim != e.style_dim:
             raise ValueError(f"encoder emits ({e.n_styles}, {e.style_dim}) codes, generator needs "
                              f"({n_latent}, {g.style_dim})")
@@ -108,9 +107,6 @@ class LatentSpace(nn.Module):
         except (TypeError, ValueError) as e:
             raise CheckpointMismatchError(f"{path}: invalid latent-space config: {e}") from None
         model = cls(cfg)
-        try:
-            load_checked(model, state, name="the latent space")
-        except CheckpointMismatchError as e:
-            raise CheckpointMismatchError(f"{path}: {e}") from None
+        load_checked(model, state, name="the latent space", source=path)
         model.training_info = {k: v for k, v in config.items() if k not in ("generator", "encoder")}
         return model.freeze() if frozen else model

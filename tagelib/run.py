@@ -24,7 +24,6 @@ import argparse
 import ast
 import difflib
 import json
-import math
 import os
 import sys
 import time
@@ -145,10 +144,7 @@ def notebook_parameters(profile: dict[str, Any], name: str, declared: dict[str, 
                 values[key] = P.parse_value(raw, declared[key].get("inferred_type_name"))
     params = {k: _with_run_dir(v, run_dir) for k, v in values.items() if k in declared}
     for key, value in params.items():
-        try:
-            P.check_value(name, key, value, declared[key])
-        except P.ParameterError as e:
-            raise SystemExit(str(e)) from None
+        P.check_value(name, key, value, declared[key])
     return params
 
 
@@ -200,9 +196,8 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
                  modified: bool) -> None:
     """Written paths: never shipped data unless an unmodified batch of the profile that makes it; read paths:
     exist or are made earlier in the batch."""
-    makes = [resolve(p) for p in profile["makes"]]
     made_here: list[Path] = []
-    for name, params in plan.notebooks:
+    for name, _ in plan.notebooks:
         values = effective[name]
         for key, step_key in WRITTEN_WHEN.items():
             if key not in declared[name]:
@@ -210,19 +205,7 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
             target = resolve(values[key])
             writes = step_key in declared[name] and (values.get(step_key) or 0) > 0
             if writes:
-                if _inside(target, DATA_DIR) and any(_same_artefact(target, m) for m in makes) and modified:
-                    raise SystemExit(
-                        f"{name}: {key}={values[key]!r} is the shipped artefact profile {plan.profile!r} makes, but --set "
-                        f"changes this batch; shipped files are regenerated only as the profile says (`make pretrain`). "
-                        f"To experiment, write under the run folder: --set {name}.{key}={plan.run_dir}/latent/glyph32")
-                if _inside(target, DATA_DIR) and not any(_same_artefact(target, m) for m in makes):
-                    own = f"; it makes only {profile['makes']}" if profile["makes"] else ""
-                    raise SystemExit(
-                        f"{name}: {key}={values[key]!r} with {step_key}={values[step_key]} would write into shipped data "
-                        f"under data/, which profile {plan.profile!r} may not write{own}.\n"
-                        f"  To regenerate a shipped artefact on purpose, run the profile made for it "
-                        f"(`make pretrain` for data/latent/glyph32); otherwise write under the run folder, "
-                        f"e.g. --set {name}.{key}={plan.run_dir}/latent/glyph32")
+                _check_shipped_write(plan, profile, name, key, values, target, modified)
                 if checkpoint_file(target).exists() and "overwrite" in declared[name] and not values.get("overwrite"):
                     raise SystemExit(f"{name}: {key}={values[key]!r} exists and overwrite is False; "
                                      f"set {name}.overwrite=true to retrain over it, or choose another {key}")
@@ -238,6 +221,26 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
                                  f"build it with `python -m tagelib.glyphs.build --size {values['image_size']}` (data/README.md)")
 
 
+def _check_shipped_write(plan: Plan, profile: dict[str, Any], name: str, key: str, values: dict[str, Any],
+                         target: Path, modified: bool) -> None:
+    """A write under data/ only to an artefact the profile `makes`, and only from an unmodified batch."""
+    if not _inside(target, DATA_DIR):
+        return
+    instead = f"--set {name}.{key}={plan.run_dir}/latent/glyph32"
+    if not any(_same_artefact(target, resolve(m)) for m in profile["makes"]):
+        own = f"; it makes only {profile['makes']}" if profile["makes"] else ""
+        raise SystemExit(
+            f"{name}: {key}={values[key]!r} with {WRITTEN_WHEN[key]}={values[WRITTEN_WHEN[key]]} would write into shipped "
+            f"data under data/, which profile {plan.profile!r} may not write{own}.\n"
+            f"  To regenerate a shipped artefact on purpose, run the profile made for it "
+            f"(`make pretrain` for data/latent/glyph32); otherwise write under the run folder, e.g. {instead}")
+    if modified:
+        raise SystemExit(
+            f"{name}: {key}={values[key]!r} is the shipped artefact profile {plan.profile!r} makes, but --set "
+            f"changes this batch; shipped files are regenerated only as the profile says (`make pretrain`). "
+            f"To experiment, write under the run folder: {instead}")
+
+
 def _check_readable_checkpoint(name: str, values: dict[str, Any], target: Path, made_here: list[Path]) -> None:
     """The checkpoint a notebook loads exists (or an earlier notebook makes it); its layers fit edit_layers."""
     if any(_same_artefact(target, m) for m in made_here):
@@ -249,20 +252,24 @@ def _check_readable_checkpoint(name: str, values: dict[str, Any], target: Path, 
     if not any(k in values for k in P.LAYER_PARAMETERS):
         return
     from tagelib.checkpoint_io import CheckpointError, read_checkpoint_config  # torch: only when needed
+    from tagelib.stylegan2 import GeneratorConfig
 
     try:
-        size = int(read_checkpoint_config(path)["generator"]["size"])
-        n_latent = 2 * int(math.log2(size)) - 2  # rosinality: two W+ layers per resolution from 8 px, as LatentSpace
+        n_latent = GeneratorConfig.from_dict(read_checkpoint_config(path)["generator"]).n_latent
     except (CheckpointError, KeyError, TypeError, ValueError) as e:
         raise SystemExit(f"{name}: checkpoint {path} cannot be read as a latent space ({type(e).__name__}: {e})") from None
-    try:
-        P.check_layers(name, values, n_latent, f"checkpoint {values['checkpoint']}")
-    except P.ParameterError as e:
-        raise SystemExit(str(e)) from None
+    P.check_layers(name, values, n_latent, f"checkpoint {values['checkpoint']}")
 
 
 def build_plan(profile_name: str, only: list[str] | None = None, overrides: list[str] = ()) -> Plan:
     """Check everything about a batch without running it; any problem is a SystemExit with the reason."""
+    try:
+        return _build_plan(profile_name, only, overrides)
+    except P.ParameterError as e:
+        raise SystemExit(str(e)) from None
+
+
+def _build_plan(profile_name: str, only: list[str] | None, overrides: list[str]) -> Plan:
     profile = load_profile(profile_name)
     names = available_notebooks()
     if only:
@@ -281,10 +288,7 @@ def build_plan(profile_name: str, only: list[str] | None = None, overrides: list
         params = notebook_parameters(profile, name, declared_all[name], parsed, plan.run_dir, plan.figures_dir)
         plan.notebooks.append((name, params))
         effective[name] = {k: _default(spec) for k, spec in declared_all[name].items()} | params
-        try:
-            P.check_relations(name, effective[name])
-        except P.ParameterError as e:
-            raise SystemExit(str(e)) from None
+        P.check_relations(name, effective[name])
     _check_files(plan, profile, {n: declared_all[n] for n in names}, effective, modified=bool(overrides))
     return plan
 

@@ -70,6 +70,11 @@ class GeneratorConfig:
     def __post_init__(self) -> None:
         _normalise_config(self)
 
+    @property
+    def n_latent(self) -> int:
+        """L, W+ layers: two per resolution from 8 px up, plus two at 4 px (rosinality)."""
+        return 2 * int(math.log2(self.size)) - 2
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "GeneratorConfig":
         """Build from a (JSON) mapping; unknown keys raise a ValueError listing the valid ones."""
