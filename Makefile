@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help setup test unit nbval reproduce smoke pretrain fonts dataset lab clean
+.PHONY: help setup test unit nbval reproduce smoke pretrain judge fonts dataset lab clean
 
 help:
 	@echo "Targets (typical durations on 2 CPU cores, no GPU):"
@@ -15,6 +15,7 @@ help:
 	@echo "  make smoke      the papermill batch, smoke profile -> results/smoke/  ~50 s"
 	@echo "  make reproduce  papermill batch (tiny) -> results/tiny/, papers_figures/ ~12 min"
 	@echo "  make pretrain   retrain the shipped data/latent/glyph32 (notebook 01)  ~49 min"
+	@echo "  make judge      retrain the shipped data/judge/glyph32_judge (00_judge) ~15 min"
 	@echo "  make fonts      gather the font files into FONTS (./fontcache)         ~7 min, 1 GB download"
 	@echo "  make dataset    rebuild data/glyphs from FONTS                         3-6 min"
 	@echo "  make lab        open JupyterLab on notebooks/"
@@ -46,6 +47,9 @@ smoke: setup
 
 pretrain: setup
 	$(PY) -m tagelib.run --profile pretrain --only 01_latent_space
+
+judge: setup
+	$(PY) -m tagelib.run --profile judge --only 00_judge
 
 FONTS ?= fontcache
 

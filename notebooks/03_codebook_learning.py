@@ -35,13 +35,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from tagelib import clm, fewshot
+from tagelib import clm, evaluation, fewshot, generators, report
 from tagelib.atomic import write_text_atomic
 from tagelib.checkpoints import save_module
 from tagelib.codebook import Codebook, CodebookConfig
 from tagelib.factorize import compose, residuals
 from tagelib.perceptual import lpips_distance
-from tagelib.plotting import image_grid, save_figure, smooth
+from tagelib.plotting import save_figure, smooth, verdict_figure
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
@@ -60,8 +60,13 @@ sweep_sizes: str = "64,256,1024,4096"  # codebook sizes compared
 sweep_steps: int = 150  # training steps per sweep point
 knn_k: int = 8  # k-nearest sampling: candidates per layer
 knn_temperature: float = 1.0  # relative to the mean squared distance to the nearest code
-n_generate: int = 32  # generated images per unseen category (diversity)
 n_pairs: int = 512  # glyph pairs for transfer errors
+judge: str = "data/judge/glyph32_judge"  # the judge (classifier of real glyphs) from 00_judge
+eval_generated: int = 128  # generated images per unseen category (LoFGAN protocol)
+eval_real: int = 128  # real reference images per unseen category
+episodes: int = 20  # few-shot classification episodes per shot count for NN and k-nearest (0: skip)
+episode_generated: int = 10  # generated images per class added to an episode's support set
+collapse_quantile: float = 0.01  # collapse floor: this quantile of LPIPS between distinct real fonts
 
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_context(
@@ -130,50 +135,50 @@ plt.show()
 # ## Generation for unseen categories: transfer, NN matching and k-nearest sampling
 #
 # Transfer error with CLM-quantized residuals (k-shot class embeddings; source glyphs and fonts from the
-# evaluation pools), then `n_generate` images per unseen category with k = 3 shots: NN matching quantizes
-# each shot's own residual around the 3-shot class embedding (so 3 shots give at most 3 distinct images),
-# k-nearest sampling draws each layer's code among its `knn_k` nearest. With k = 1 the shot *is* its
-# class embedding, its residual is zero, and both would only add the codes nearest zero to every shot — so
-# CLM generation is reported for k = 3 only; AGE (notebook 02) edits the shot's own code and has a 1-shot row.
+# evaluation pools), then generation for the unseen categories with k = 3 shots, judged by the evaluation ruler
+# (`tagelib.evaluation`, LoFGAN protocol: 24 categories × `eval_generated` images): NN matching quantizes each
+# shot's own residual around the 3-shot class embedding (so 3 shots give at most 3 distinct images, repeated),
+# k-nearest sampling draws each layer's code among its `knn_k` nearest. With k = 1 the shot *is* its class
+# embedding, its residual is zero, and both would only add the codes nearest zero to every shot — so CLM
+# generation is reported for k = 3 only; AGE (notebook 02) edits the shot's own code and has a 1-shot row.
 
 # %%
 quantize_edit = lambda r: clm.quantize(codebook, r)[0]
 pairs = fewshot.eval_pairs(ds, ds.unseen, n_pairs, rng)
 metrics = {"num_codes": num_codes, "clm_train_seconds": clm_seconds, "usage": hist["usage"][-1],
-           "perplexity": hist["perplexity"][-1], "sweep": sweep, "transfer": {}, "diversity": {}}
-gen = torch.Generator().manual_seed(seed)
+           "perplexity": hist["perplexity"][-1], "sweep": sweep, "transfer": {}}
 for k in (1, 3):
     shots = fewshot.draw_shots(ds, k, seed)
-    w_shots, emb = fewshot.shot_codes(model, ds, shots)
+    _, emb = fewshot.shot_codes(model, ds, shots)
     emb_k = dict(zip(shots, emb))
     metrics["transfer"][f"k={k}"] = {
         "continuous": fewshot.transfer_error(model, ds, pairs, emb_k, S, lpips_alex),
         "CLM": fewshot.transfer_error(model, ds, pairs, emb_k, S, lpips_alex, edit=quantize_edit)}
-    if k == 1:
-        continue  # see above: the 1-shot residual is zero by construction
-    nn_imgs, knn_imgs = [], []
-    for ci in range(len(shots)):
-        reps = -(-n_generate // k)
-        nn_codes = clm.nn_generate(codebook, w_shots[ci], emb[ci], S)  # (k, L, D)
-        nn_imgs.append(model.decode_batched(nn_codes.repeat_interleave(reps, 0)[:n_generate]))
-        knn = clm.knn_generate(codebook, w_shots[ci], emb[ci], S, reps, knn_k, knn_temperature, rng=gen)[:n_generate]
-        knn_imgs.append(model.decode_batched(knn))
-    metrics["diversity"][f"k={k}"] = {"NN matching": fewshot.diversity(nn_imgs, lpips_vgg),
-                                      "k-nearest sampling": fewshot.diversity(knn_imgs, lpips_vgg)}
-    if k == 3:
-        shown = (shots, nn_imgs, knn_imgs)
-print(json.dumps({k: metrics[k] for k in ("transfer", "diversity", "usage", "perplexity")}, indent=1))
+print(json.dumps({k: metrics[k] for k in ("transfer", "usage", "perplexity")}, indent=1))
 
 # %%
-shots, nn_imgs, knn_imgs = shown
-cats = list(shots)[:4]
-fig, axes = plt.subplots(1, 2, figsize=(12, 2.5))
-image_grid(torch.stack([x[:12] for x in nn_imgs[:4]]), ax=axes[0], row_labels=[ds.categories[c] for c in cats],
-           title="NN matching (3 shots)")
-image_grid(torch.stack([x[:12] for x in knn_imgs[:4]]), ax=axes[1], row_labels=[ds.categories[c] for c in cats],
-           title=f"k-nearest sampling (k={knn_k})")
+ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile)
+protocol = evaluation.lofgan_protocol(ds, 3, eval_generated, eval_real, seed)
+methods = {"NN matching, k=3": generators.nn_matching(model, codebook, S),
+           f"k-nearest sampling ({knn_k}), k=3": generators.knn_sampling(model, codebook, S, knn_k, knn_temperature)}
+evals = {name: evaluation.evaluate(fn, protocol, ruler, seed=seed, desc=name) for name, fn in methods.items()}
+gains = {name: evaluation.few_shot_gain(fn, ds, episodes=episodes, n_generated=episode_generated, seed=seed)
+         for name, fn in methods.items()} if episodes else {}
+for name, ev in evals.items():
+    m = ev.metrics
+    print(f"{name:28s} judge {m['preservation']:6.1%}  FD-domain {m['FD-domain']:7.2f}  FD-VGG16 {m['FD-VGG16']:6.2f}  "
+          f"div {m['lpips_diversity']:.3f}  collapse {m['collapse_rate']:6.1%}  ({m['seconds']['generate'] + m['seconds']['metrics']:.0f} s)")
+print("few-shot classification gain:", json.dumps(gains, indent=1))
+
+# %%
+fig = verdict_figure(evals, ds.categories, n_show=8)
 save_figure(fig, fig_dir / "fig_clm_generation.png")
 plt.show()
+rows = [report.table_row(name, ev.metrics, gains.get(name)) for name, ev in evals.items()]
+report.save_rows(out_dir, rows, report.provenance(data_dir, seed, ruler))
+print(report.write_baseline_table(run_dir, figures_dir))
+metrics["evaluation"] = {name: {k: v for k, v in ev.metrics.items() if k != "per_category"} for name, ev in evals.items()}
+metrics["few_shot_gain"] = gains
 write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=1))
 
 # %% [markdown]

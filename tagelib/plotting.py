@@ -57,3 +57,59 @@ def smooth(values, window: int = 25) -> np.ndarray:
     v = v[~np.isnan(v)]
     window = max(1, min(window, len(v)))
     return np.convolve(v, np.ones(window) / window, mode="valid") if len(v) else v
+
+
+def verdict_grid(images: torch.Tensor, correct: torch.Tensor, ax, row_labels=None, title=None, border: int = 2):
+    """Images (rows, cols, 1, H, W) in [-1, 1], each framed green (judged correct) or red (wrong), on `ax`."""
+    arr = to_display(images)  # (R, C, H, W), 1 = paper
+    rows, cols, h, w = arr.shape
+    ok = correct.cpu().numpy().astype(bool)[..., None]  # (R, C, 1)
+    frame = np.where(ok, np.array([0.1, 0.65, 0.2]), np.array([0.85, 0.1, 0.1]))  # (R, C, 3)
+    ch, cw = h + 2 * border, w + 2 * border  # one framed cell
+    tiles = np.broadcast_to(frame[:, :, None, None, :], (rows, cols, ch, cw, 3)).copy()
+    tiles[:, :, border:border + h, border:border + w] = arr[..., None]
+    mosaic = np.ones((rows * (ch + 1) + 1, cols * (cw + 1) + 1, 3), dtype=np.float32)  # 1 px white gutters
+    mosaic[1:, 1:].reshape(rows, ch + 1, cols, cw + 1, 3)[:, :ch, :, :cw] = tiles.transpose(0, 2, 1, 3, 4)
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_yticks([1 + (ch + 1) * i + ch / 2 for i in range(rows)] if row_labels else [])
+    if row_labels:
+        ax.set_yticklabels(row_labels, fontsize=7)
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    if title:
+        ax.set_title(title, fontsize=8)
+    return ax
+
+
+def confusion_strip(confusions, ax, title: str = "most frequent misreadings"):
+    """Horizontal bars of (intended, judged, count) pairs, e.g. 'p→D', most frequent on top."""
+    labels = [f"{a}→{b}" for a, b, _ in confusions][::-1]
+    counts = [n for _, _, n in confusions][::-1]
+    ax.barh(range(len(counts)), counts, color="0.4")
+    ax.set_yticks(range(len(counts)))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.tick_params(axis="x", labelsize=6)
+    ax.set_title(title, fontsize=7)
+    if not counts:
+        ax.text(0.5, 0.5, "no misreadings", ha="center", va="center", transform=ax.transAxes, fontsize=7)
+    return ax
+
+
+def verdict_figure(results: dict, category_names: list[str], n_show: int = 8):
+    """One column per method: its generations per category framed by the judge's verdicts, with the judge's
+    accuracy in the title, and a confusion strip of its most frequent misreadings below.
+
+    results: method name -> `tagelib.evaluation.Evaluation`. Returns the figure.
+    """
+    names = list(results)
+    first = results[names[0]]
+    rows = first.images.shape[0]
+    fig = plt.figure(figsize=(max(4.0, 0.32 * n_show + 0.6) * len(names), 0.33 * rows + 2.4))
+    grid = fig.add_gridspec(2, len(names), height_ratios=[0.33 * rows, 1.7], hspace=0.12)
+    for j, name in enumerate(names):
+        ev = results[name]
+        labels = [category_names[int(c)] for c in ev.intended[:, 0]]
+        verdict_grid(ev.images[:, :n_show], ev.correct[:, :n_show], fig.add_subplot(grid[0, j]), row_labels=labels,
+                     title=f"{name}\njudge: {ev.metrics['preservation']:.0%} recognised")
+        confusion_strip(ev.metrics["confusions"][:6], fig.add_subplot(grid[1, j]))
+    return fig

@@ -41,9 +41,11 @@ PUBLISHED_FIGURES = REPO_ROOT / "papers_figures"
 SOURCE_DIRS = [DATA_DIR, NOTEBOOKS_DIR, REPO_ROOT / "profiles", REPO_ROOT / "tagelib", REPO_ROOT / "tests"]
 # A notebook writes the checkpoint named by the key when it declares the step count of the value and that
 # count is > 0 (notebook 01 trains E and G and saves them to `checkpoint`); otherwise it reads it.
-WRITTEN_WHEN = {"checkpoint": "train_steps"}
+WRITTEN_WHEN = {"checkpoint": "train_steps", "judge": "judge_steps"}
 MADE_BY = {"checkpoint": "01_latent_space (train_steps > 0), or `make pretrain` for data/latent/glyph32",
+           "judge": "00_judge (judge_steps > 0), or `make judge` for data/judge/glyph32_judge",
            "data_dir": "`make dataset` (see data/README.md)"}
+RUN_FOLDER_EXAMPLE = {"checkpoint": "latent/glyph32", "judge": "judge/glyph32_judge"}  # where to write instead of data/
 
 
 def declared_parameters(notebook: Path) -> dict[str, Any]:
@@ -212,6 +214,9 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
                 made_here.append(target)
             elif key == "checkpoint":
                 _check_readable_checkpoint(name, values, target, made_here)
+            elif not any(_same_artefact(target, m) for m in made_here) and not checkpoint_file(target).is_file():
+                raise SystemExit(f"{name}: {key}={values[key]!r} does not exist ({checkpoint_file(target)}); it is made "
+                                 f"by {MADE_BY[key]} — run that notebook first, in this batch or with the same run_dir")
         if "data_dir" in values and not resolve(values["data_dir"]).is_dir():
             raise SystemExit(f"{name}: data_dir={values['data_dir']!r} does not exist; it is made by {MADE_BY['data_dir']}")
         if "data_dir" in values and "image_size" in values:
@@ -226,18 +231,19 @@ def _check_shipped_write(plan: Plan, profile: dict[str, Any], name: str, key: st
     """A write under data/ only to an artefact the profile `makes`, and only from an unmodified batch."""
     if not _inside(target, DATA_DIR):
         return
-    instead = f"--set {name}.{key}={plan.run_dir}/latent/glyph32"
+    instead = f"--set {name}.{key}={plan.run_dir}/{RUN_FOLDER_EXAMPLE[key]}"
     if not any(_same_artefact(target, resolve(m)) for m in profile["makes"]):
         own = f"; it makes only {profile['makes']}" if profile["makes"] else ""
         raise SystemExit(
             f"{name}: {key}={values[key]!r} with {WRITTEN_WHEN[key]}={values[WRITTEN_WHEN[key]]} would write into shipped "
             f"data under data/, which profile {plan.profile!r} may not write{own}.\n"
             f"  To regenerate a shipped artefact on purpose, run the profile made for it "
-            f"(`make pretrain` for data/latent/glyph32); otherwise write under the run folder, e.g. {instead}")
+            f"(`make pretrain` for data/latent/glyph32, `make judge` for data/judge/glyph32_judge); otherwise write "
+            f"under the run folder, e.g. {instead}")
     if modified:
         raise SystemExit(
             f"{name}: {key}={values[key]!r} is the shipped artefact profile {plan.profile!r} makes, but --set "
-            f"changes this batch; shipped files are regenerated only as the profile says (`make pretrain`). "
+            f"changes this batch; shipped files are regenerated only as the profile says (`make pretrain`, `make judge`). "
             f"To experiment, write under the run folder: {instead}")
 
 
@@ -360,6 +366,9 @@ def run(profile_name: str, only: list[str] | None = None, prepare_only: bool = F
         print(note, file=sys.stderr)
     out_dir = plan.prepared_dir if prepare_only else plan.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    # provenance only (tables say which profile made them); notebooks never branch on it
+    os.environ["TAGE_PROFILE"] = " ".join([profile_name, *(["--only", *only] if only else []),
+                                           *(f"--set {o}" for o in overrides)])
     timings = {}
     bar = tqdm(plan.notebooks, desc=f"profile {profile_name}", unit="notebook", disable=prepare_only)
     for name, params in bar:

@@ -45,7 +45,7 @@ def test_precedence_notebook_defaults_profile_set_global_set_notebook():
 
 def test_profile_per_notebook_value_wins_over_profile_defaults(monkeypatch):
     profile = run.load_profile("smoke")
-    profile["defaults"] = {"seed": 1, "max_styles": 5}
+    profile["defaults"] = {**profile["defaults"], "seed": 1, "max_styles": 5}
     profile["notebooks"]["02_attribute_factorization"]["max_styles"] = 7
     monkeypatch.setattr(run, "load_profile", lambda name: profile)
     _, p = plan_params("smoke")
@@ -68,6 +68,8 @@ def test_run_dir_moves_every_output(tmp_path):
         assert values["run_dir"] == str(tmp_path) and values["figures_dir"] == f"{tmp_path}/papers_figures"
         if "checkpoint" in values:
             assert values["checkpoint"] == f"{tmp_path}/latent/glyph32", name
+        if "judge" in values:
+            assert values["judge"] == f"{tmp_path}/judge/glyph32_judge", name
 
 
 def test_papers_figures_only_from_the_unmodified_batch():
@@ -146,3 +148,11 @@ def test_kernels_listen_on_private_ipc_sockets_outside_the_repository():
     km = run._ipc_kernel_manager()(kernel_name="python3")
     assert km.transport == "ipc"
     assert km.ip.startswith(jupyter_runtime_dir()) and not km.ip.startswith(str(run.REPO_ROOT))
+
+
+def test_judge_paths_are_checked_like_checkpoints(tmp_path):
+    """Training a judge into data/ from a non-judge profile is refused; a missing judge to read names 00_judge."""
+    with pytest.raises(SystemExit, match="make judge"):
+        run.build_plan("smoke", overrides=["00_judge.judge=data/judge/glyph32_judge"])
+    with pytest.raises(SystemExit, match="00_judge.*judge_steps > 0"):
+        run.build_plan("tiny", only=["02_attribute_factorization"], overrides=[f"judge={tmp_path}/none"])

@@ -23,6 +23,8 @@ SPLITS = {
     "heldout_unseen": "unseen categories x held-out font families",
     "unseen_shots": "unseen categories x their shot pools (k shots are drawn from here)",
     "unseen_eval": "unseen categories x their real-evaluation pools",
+    "unseen_judge": "unseen categories x the first half of each evaluation pool (the judge may train on it)",
+    "unseen_reference": "unseen categories x the second half of each evaluation pool (the metrics' real reference)",
     "unseen_all": "unseen categories x training-family styles (shot + eval pools)",
 }
 
@@ -75,14 +77,26 @@ class GlyphDataset:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid: {list(SPLITS)}")
         if split.startswith("unseen_") and split != "unseen_all":
-            pool = "shot_pool" if split == "unseen_shots" else "eval_pool"
-            pairs = [(s, self.category_index[c]) for c in info["unseen_categories"] for s in info["unseen_pools"][c][pool]]
+            pairs = [(s, self.category_index[c]) for c in info["unseen_categories"] for s in self.pool(c, split)]
         else:
             styles = info["train_styles"] if split in ("train", "unseen_all") else info["heldout_styles"]
             cats = self.seen if split in ("train", "heldout_seen") else self.unseen
             pairs = [(s, k) for k in cats for s in styles if self.coverage[s, k]]
         arr = np.array(pairs, dtype=np.int64).reshape(-1, 2)
         return arr[:, 0], arr[:, 1]
+
+    def pool(self, category: str, split: str) -> list[int]:
+        """Style ids of an unseen category's pool: `split` = unseen_shots, unseen_eval, unseen_judge or unseen_reference.
+
+        The evaluation pool is already a seeded shuffle, so its halves are its first and second half."""
+        pools = self.split_info["unseen_pools"][category]
+        if split == "unseen_shots":
+            return list(pools["shot_pool"])
+        ev = list(pools["eval_pool"])
+        halves = {"unseen_eval": ev, "unseen_judge": ev[:len(ev) // 2], "unseen_reference": ev[len(ev) // 2:]}
+        if split not in halves:
+            raise ValueError(f"unknown pool {split!r}; valid: ['unseen_shots', *{list(halves)}]")
+        return halves[split]
 
     def split(self, split: str, max_styles: int | None = None, categories: list[str] | None = None) -> GlyphSet:
         """Tensors of one split; `max_styles` keeps the first n styles of each category (a small slice)."""

@@ -1,0 +1,108 @@
+"""The few-shot methods of notebooks 01–03 as `GenerateFn`s for `tagelib.evaluation.evaluate`.
+
+Each factory returns ``generate(category, shots, n, generator) -> images``: shots (k, 1, H, W) and images
+(n, 1, H, W) in [-1, 1]. Methods use only the shots — except the two reference rows, which say so: the real
+ceiling (other real glyphs of the category) and the latent-space reconstruction of those same glyphs.
+Deterministic methods (a decoded class embedding, NN matching) return their few distinct images repeated up
+to n, as the protocol asks for n images: their diversity and collapse rate say what that means.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from tagelib import age as age_lib
+from tagelib import clm
+from tagelib.codebook import Codebook
+from tagelib.evaluation import GenerateFn, Protocol, other_real_styles
+from tagelib.factorize import compose
+from tagelib.glyphs.dataset import GlyphDataset
+from tagelib.latent import LatentSpace
+
+
+def _cycle(codes: torch.Tensor, n: int) -> torch.Tensor:
+    """Repeat codes (m, ...) row-wise to n rows: 0, 1, ..., m-1, 0, 1, ..."""
+    return codes[torch.arange(n) % len(codes)]
+
+
+def _interleave(codes: torch.Tensor, k: int, n: int) -> torch.Tensor:
+    """Shot-major codes (k * m, ...) -> the first n of shot 0, shot 1, ..., shot k-1, shot 0, ... (every shot used)."""
+    return codes.view(k, -1, *codes.shape[1:]).transpose(0, 1).flatten(0, 1)[:n]
+
+
+def real_glyphs(protocol: Protocol, seed: int = 0) -> GenerateFn:
+    """The real ceiling: n other real glyphs of the category (its reference half, outside the reference sample)."""
+    ds = protocol.ds
+
+    def generate(category, shots, n, generator):
+        return GlyphDataset.to_tensor(ds.images[other_real_styles(protocol, category, n, seed), category])
+
+    return generate
+
+
+def reconstruction(model: LatentSpace, protocol: Protocol, seed: int = 0,
+                   refine: Callable[[LatentSpace, torch.Tensor], torch.Tensor] | None = None) -> GenerateFn:
+    """E→G (or a refined inversion `refine(model, x) -> w`) of the real ceiling's glyphs: the latent space's ceiling."""
+    real = real_glyphs(protocol, seed)
+
+    def generate(category, shots, n, generator):
+        x = real(category, shots, n, generator)
+        w = model.encode_batched(x) if refine is None else refine(model, x)
+        return model.decode_batched(w)
+
+    return generate
+
+
+def class_embedding(model: LatentSpace) -> GenerateFn:
+    """Decode the k-shot class embedding w̄ = mean E(shots): one image, repeated n times."""
+
+    def generate(category, shots, n, generator):
+        return model.decode_batched(model.encode_batched(shots).mean(0, keepdim=True)).expand(n, -1, -1, -1).clone()
+
+    return generate
+
+
+def continuous_transfer(model: LatentSpace, seen_residuals: torch.Tensor, layers: list[int]) -> GenerateFn:
+    """w̄ (k-shot class embedding) + a random residual of a seen-category training code (N, |S|, D) on S."""
+
+    def generate(category, shots, n, generator):
+        w_bar = model.encode_batched(shots).mean(0)  # (L, D)
+        pick = torch.randint(len(seen_residuals), (n,), generator=generator)
+        base = w_bar.expand(n, -1, -1)
+        return model.decode_batched(compose(base, seen_residuals[pick], layers, base=base))
+
+    return generate
+
+
+def age(model: LatentSpace, age_model: age_lib.AGE, gaussian: age_lib.CoefficientGaussian, alpha: float) -> GenerateFn:
+    """AGE 1-shot editing of each shot's own code (w + α·A·n, n from the seen coefficients' Gaussian), cycling shots."""
+
+    def generate(category, shots, n, generator):
+        w = model.encode_batched(shots)  # (k, L, D)
+        codes = age_lib.generate(age_model, w, -(-n // len(w)), alpha, gaussian, rng=generator)  # shot-major
+        return model.decode_batched(_interleave(codes, len(w), n))
+
+    return generate
+
+
+def nn_matching(model: LatentSpace, codebook: Codebook, layers: list[int]) -> GenerateFn:
+    """CLM NN matching: each shot's residual around w̄, quantized to its nearest codes; k images, cycled to n."""
+
+    def generate(category, shots, n, generator):
+        w = model.encode_batched(shots)
+        return model.decode_batched(_cycle(clm.nn_generate(codebook, w, w.mean(0), layers), n))
+
+    return generate
+
+
+def knn_sampling(model: LatentSpace, codebook: Codebook, layers: list[int], knn_k: int, temperature: float) -> GenerateFn:
+    """CLM k-nearest sampling: per layer, one of the `knn_k` codes nearest the shot's residual, shots cycled."""
+
+    def generate(category, shots, n, generator):
+        w = model.encode_batched(shots)
+        codes = clm.knn_generate(codebook, w, w.mean(0), layers, -(-n // len(w)), knn_k, temperature, rng=generator)
+        return model.decode_batched(_interleave(codes, len(w), n))
+
+    return generate
