@@ -105,6 +105,7 @@ class Ruler:
     collapse_floor: float
     categories: list[str]
     seen: list[int]
+    kid_on: tuple[str, ...] = ("judge",)  # extractors whose KID is computed (clean-fid's KID costs ~8-10 s each here)
     _reference_features: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -196,7 +197,8 @@ def measure(images: torch.Tensor, protocol: Protocol, ruler: Ruler, seed: int = 
         feats = extractor(flat) if feats is None else feats
         ref = ruler.reference_features(protocol, extractor)
         metrics[extractor.fd_name] = frechet_distance(feats, ref)
-        metrics[extractor.kid_name] = kernel_distance(feats, ref, seed=seed)
+        if extractor.name in ruler.kid_on:
+            metrics[extractor.kid_name] = kernel_distance(feats, ref, seed=seed)
     metrics["lpips_diversity"] = lpips_diversity(pairs)
     metrics["collapse_rate"] = collapse_rate(pairs, ruler.collapse_floor)
     metrics["collapse_floor"] = ruler.collapse_floor

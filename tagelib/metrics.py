@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from tagelib.perceptual import lpips_trunk, pairwise_lpips, pairwise_lpips_from_trunk
+from tagelib.perceptual import lpips_distance_matrix, lpips_trunk, pairwise_lpips
 
 EXTRACTORS = ("judge", "vgg16", "inception")
 FD_NAMES = {"judge": "FD-domain", "vgg16": "FD-VGG16", "inception": "FID"}
@@ -179,12 +179,20 @@ def per_category_pairwise(lpips_vgg, images_per_category: Sequence[torch.Tensor]
 
 def pairs_and_vgg_features(lpips_vgg, images_per_category: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
     """One LPIPS-vgg trunk pass per category at 32 px gives both its within-category pairwise LPIPS (`per_category_pairwise`)
-    and the images' FD-VGG16 features (`vgg_descriptor`): ([(P_c,)], (sum N_c, 512))."""
+    and the images' FD-VGG16 features (`vgg_descriptor`): ([(P_c,)], (sum N_c, 512)).
+
+    Identical images share one pass (a deterministic method repeats its few images up to n): features and
+    distances of the distinct images are computed once and expanded."""
     pairs, feats = [], []
     for imgs in images_per_category:
-        trunk = lpips_trunk(lpips_vgg, imgs)
-        pairs.append(pairwise_lpips_from_trunk(lpips_vgg, trunk))
-        feats.append(vgg_descriptor(trunk))
+        if len(imgs) < 2:
+            raise ValueError(f"need at least 2 images per category for pairwise LPIPS, got {len(imgs)}")
+        distinct, inverse = torch.unique(imgs.flatten(1), dim=0, return_inverse=True)  # (U, P), (N,)
+        trunk = lpips_trunk(lpips_vgg, distinct.view(-1, *imgs.shape[1:]))
+        dist = lpips_distance_matrix(lpips_vgg, trunk)[inverse][:, inverse]  # (N, N)
+        i_idx, j_idx = torch.triu_indices(len(imgs), len(imgs), offset=1)
+        pairs.append(dist[i_idx, j_idx].float())
+        feats.append(vgg_descriptor(trunk)[inverse])
     return pairs, torch.cat(feats)
 
 
