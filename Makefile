@@ -15,7 +15,7 @@ help:
 	@echo "  make smoke      the papermill batch, smoke profile -> results/smoke/  ~50 s"
 	@echo "  make reproduce  papermill batch (tiny) -> results/tiny/, papers_figures/ ~12 min"
 	@echo "  make pretrain   retrain the shipped data/latent/glyph32 (notebook 01)  ~49 min"
-	@echo "  make judge      retrain the shipped data/judge/glyph32_judge (00_judge) ~15 min"
+	@echo "  make judge      retrain the shipped data/judge/glyph32_judge (00_judge) ~11 min"
 	@echo "  make fonts      gather the font files into FONTS (./fontcache)         ~7 min, 1 GB download"
 	@echo "  make dataset    rebuild data/glyphs from FONTS                         3-6 min"
 	@echo "  make lab        open JupyterLab on notebooks/"

@@ -78,8 +78,12 @@ for name, (s, c) in parts.items():
 # ## Train or load
 #
 # A small VGG-style CNN (three stages of two 3×3 convolutions, max-pooling, a 128-d embedding, a linear
-# head), trained with AdamW, label smoothing and light augmentation of the real glyphs (small affine, stroke
-# thickening/thinning, blur) so that it judges the *character*, not the exact rendering.
+# head), trained with AdamW and label smoothing. It must judge the *character*, not how cleanly it is drawn:
+# every image is standardised first (ink and paper levels do not matter), and the real glyphs are augmented
+# to look like a generator's drawings — small affine changes, thicker or thinner strokes, blur and pixel noise.
+# (A first judge trained without blur and noise misread 88 % of the E→G reconstructions, most often as `Q`,
+# though most of them looked right by eye: a ruler has to be checked on the kind of images it will measure.) Size and position are barely augmented:
+# they are what tells `I` from `l` and `O` from `0`.
 
 # %%
 if judge_steps < 0:

@@ -1,8 +1,8 @@
-"""The few-shot protocol on glyphs: drawing shots, k-shot class embeddings, transfer error and diversity.
+"""The few-shot protocol on glyphs: drawing shots, k-shot class embeddings, transfer error, training codes.
 
 LoFGAN protocol: for every unseen category, k shots (k = 1 or 3) come from its shot pool (a fixed shuffle of
-its first styles), real evaluation images from its evaluation pool. Diversity is the mean pairwise LPIPS
-(VGG, images resized to 32 px) among the images generated for one category, averaged over categories.
+its first styles), real evaluation images from its evaluation pool. The metrics of generated sets live in
+`tagelib.metrics` and `tagelib.evaluation`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tagelib.factorize import class_embeddings, compose, residuals, validate_lay
 from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.latent import LatentSpace
 from tagelib.paths import output_dirs, resolve
-from tagelib.perceptual import load_lpips, lpips_distance, mean_pairwise_lpips
+from tagelib.perceptual import load_lpips, lpips_distance
 
 
 def draw_shots(ds: GlyphDataset, k: int, seed: int = 0) -> dict[int, list[int]]:
@@ -74,11 +74,6 @@ def transfer_error(model: LatentSpace, ds: GlyphDataset, pairs: np.ndarray, clas
     a = a if edit is None else edit(a)
     moved = model.decode_batched(compose(ce_t, a, layers, base=ce_t))
     return lpips_distance(lpips_model, moved, truth).mean().item()
-
-
-def diversity(images_per_category: Sequence[torch.Tensor], lpips_vgg) -> float:
-    """Mean over categories of the mean pairwise LPIPS (VGG, 32 px) among one category's images."""
-    return float(np.mean([mean_pairwise_lpips(lpips_vgg, imgs, resize_to=32) for imgs in images_per_category]))
 
 
 @torch.no_grad()

@@ -89,7 +89,9 @@ class GlyphJudge(nn.Module):
         return canonical_ids(self.categories, self.homoglyphs)
 
     def features(self, x: Tensor) -> Tensor:
-        """Penultimate features (B, embed_dim): the FD-domain space."""
+        """Penultimate features (B, embed_dim): the FD-domain space. Each image is first standardised (zero mean,
+        unit deviation), so the verdict does not depend on the ink and paper levels a generator happens to draw."""
+        x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / (x.std(dim=(1, 2, 3), keepdim=True) + 1e-3)
         return self.embed(self.trunk(x))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -214,7 +216,8 @@ class JudgeTrainConfig:
 
 def augment_glyphs(x: Tensor, generator: torch.Generator) -> Tensor:
     """Random small affine (±5° rotation, ±4 % scale, ±1 px shift, shear ±0.1), stroke thickening or thinning
-    (3x3 max/min filter, 15 % each) and blur (20 %) of a batch (B, 1, S, S) in [-1, 1]; vectorized.
+    (3x3 max/min filter, 15 % each), Gaussian blur (σ up to 1.2 px, 30 %) and pixel noise (σ up to 0.15, 50 %) of a
+    batch (B, 1, S, S) in [-1, 1]; vectorized. Real glyphs made to look like a generator's soft, noisy drawings.
 
     Size and position stay nearly as rendered (one scale per font, glyphs on the baseline): they are what tells
     `I` from `l`, `O` from `0` and `o`, `θ` from `Θ`."""
@@ -231,8 +234,15 @@ def augment_glyphs(x: Tensor, generator: torch.Generator) -> Tensor:
     r = u(b)
     thick, thin = F.max_pool2d(x, 3, 1, 1), -F.max_pool2d(-x, 3, 1, 1)
     x = torch.where((r < 0.15)[:, None, None, None], thick, torch.where((r > 0.85)[:, None, None, None], thin, x))
-    blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
-    return torch.where((u(b) < 0.2)[:, None, None, None], 0.5 * (x + blur), x)
+    sigma = 0.3 + 0.9 * u(b, 1, 1)  # (B, 1, 1) per-image blur
+    taps = torch.exp(-torch.arange(-2, 3).float().pow(2)[None, None] / (2 * sigma**2))  # (B, 1, 5)
+    taps = taps / taps.sum(-1, keepdim=True)
+    padded = F.pad(x, (2, 2, 2, 2), mode="replicate")  # separable blur, one kernel per image
+    blurred = (padded.unfold(3, 5, 1) * taps[:, :, None, None, :]).sum(-1)  # (B, 1, S + 4, S)
+    blurred = (blurred.unfold(2, 5, 1) * taps[:, :, None, None, :]).sum(-1)  # (B, 1, S, S)
+    x = torch.where((u(b) < 0.3)[:, None, None, None], blurred, x)
+    noise = torch.randn(x.shape, generator=generator) * 0.15 * u(b, 1, 1, 1) * (u(b, 1, 1, 1) < 0.5)
+    return (x + noise).clamp(-1, 1)
 
 
 def train_judge(judge: GlyphJudge, ink: np.ndarray, labels: np.ndarray, cfg: JudgeTrainConfig,

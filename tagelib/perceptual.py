@@ -429,24 +429,12 @@ def lpips_distance_matrix(model: lpips.LPIPS, trunk: list[torch.Tensor]) -> torc
     return dist.clamp_min_(0.0)
 
 
-def mean_pairwise_lpips(
-    model: lpips.LPIPS,
-    images: torch.Tensor,
-    max_pairs: int | None = None,
-    generator: torch.Generator | None = None,
-    resize_to: int | None = 32,
-    batch_size: int = 256,
-    lofgan_double_normalize: bool = False,
-    max_feature_bytes: int = 2 << 30,
-) -> float:
-    """Mean LPIPS over all unordered pairs i < j of one image set (a diversity score); see `pairwise_lpips`.
-
-    LoFGAN protocol: generated images of one class, resized to 32x32, LPIPS-VGG, mean over pairs; average
-    the per-class values yourself.
+def mean_pairwise_lpips(model: lpips.LPIPS, images: torch.Tensor, **options) -> float:
+    """Mean LPIPS over all unordered pairs i < j of one image set (a diversity score); `options` are those of
+    `pairwise_lpips`. LoFGAN protocol: generated images of one class, resized to 32x32, LPIPS-VGG, mean over
+    pairs; average the per-class values yourself (`tagelib.metrics.lpips_diversity`).
     """
-    d = pairwise_lpips(model, images, max_pairs, generator, resize_to, batch_size, lofgan_double_normalize,
-                       max_feature_bytes)
-    return d.double().mean().item()
+    return pairwise_lpips(model, images, **options).double().mean().item()
 
 
 def pairwise_lpips(

@@ -31,13 +31,14 @@ def test_eval_pairs_use_the_evaluation_pools(ds):
 
 
 def test_diversity_of_identical_images_is_zero():
+    from tagelib.metrics import lpips_diversity, per_category_pairwise
     from tagelib.perceptual import load_lpips
 
     vgg = load_lpips("vgg")
-    same = [torch.zeros(4, 1, 32, 32).uniform_(-1, 1).expand(4, 1, 32, 32)[:1].repeat(4, 1, 1, 1)]
+    same = [torch.zeros(4, 1, 32, 32).uniform_(-1, 1)[:1].repeat(4, 1, 1, 1)]
     varied = [torch.rand(4, 1, 32, 32) * 2 - 1]
-    assert fewshot.diversity(same, vgg) == pytest.approx(0.0, abs=1e-6)
-    assert fewshot.diversity(varied, vgg) > 0.05
+    assert lpips_diversity(per_category_pairwise(vgg, same)) == pytest.approx(0.0, abs=1e-6)
+    assert lpips_diversity(per_category_pairwise(vgg, varied)) > 0.05
 
 
 def test_seen_class_embeddings_index_the_seen_categories(ds):

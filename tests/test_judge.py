@@ -53,6 +53,13 @@ def test_homoglyphs_are_found_in_the_data(ds):
     assert canon[ds.category_index["A"]] == ds.category_index["A"]
 
 
+def test_verdicts_do_not_depend_on_ink_and_paper_levels():
+    """Each image is standardised first: a generator's greyish paper or faint ink does not change the verdict."""
+    judge = GlyphJudge(JudgeConfig(num_classes=5, widths=(8, 16, 16), embed_dim=16)).eval()
+    x = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    torch.testing.assert_close(judge(0.6 * x - 0.2), judge(x), rtol=1e-4, atol=1e-4)
+
+
 def test_augmentation_keeps_shape_range_and_changes_images():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(16, 1, 32, 32, generator=g) * 2 - 1
