@@ -46,11 +46,12 @@ def provenance(data_dir: str, seed: int, ruler) -> dict:
 
 
 def git_commit() -> str:
-    """Short commit of the repository, '+dirty' when tracked files differ from it; 'unknown' outside git."""
+    """Short commit of the repository, '+dirty' when tracked files other than the outputs in papers_figures/ differ
+    from it (a reproduce run rewrites those itself); 'unknown' outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!papers_figures"], cwd=REPO_ROOT,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
