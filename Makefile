@@ -12,7 +12,7 @@ help:
 	@echo "  make test       setup + unit tests + nbval over every notebook (smoke) ~4.5 min (+ setup)"
 	@echo "  make unit       unit tests, fault injection included                 ~2 min"
 	@echo "  make nbval      every notebook under the smoke profile, via nbval     ~2.5 min"
-	@echo "  make smoke      the papermill batch, smoke profile -> results/smoke/  ~50 s"
+	@echo "  make smoke      the papermill batch, smoke profile -> results/smoke/  ~2.5 min"
 	@echo "  make reproduce  papermill batch (tiny) -> results/tiny/, papers_figures/ ~30 min"
 	@echo "  make pretrain   retrain the shipped data/latent/glyph32 (notebook 01)  ~49 min"
 	@echo "  make judge      retrain the shipped data/judge/glyph32_judge (00_judge) ~11 min"
