@@ -83,6 +83,27 @@ def lofgan_protocol(ds: GlyphDataset, k: int, n_generated: int = 128, n_real: in
     return Protocol(k, cats, shots, reference, n_generated, seed, ds)
 
 
+def heldout_protocol(ds: GlyphDataset, k: int, n_generated: int = 32, seed: int = 0) -> Protocol:
+    """k shots per unseen category from fonts of the held-out families (never seen by E, G or the editing
+    modules). These families cover some unseen categories with only ~10 fonts, too few for a real reference
+    sample: the protocol has none, and serves `heldout_recognition` (the judge's verdicts) only."""
+    rng = np.random.default_rng(seed + 2)
+    heldout = np.array(ds.split_info["heldout_styles"])
+    shots = {c: sorted(int(s) for s in rng.choice(heldout[ds.coverage[heldout, c]], size=k, replace=False))
+             for c in ds.unseen}
+    return Protocol(k, list(ds.unseen), shots, {c: [] for c in ds.unseen}, n_generated, seed, ds)
+
+
+@torch.no_grad()
+def heldout_recognition(generate_fn: GenerateFn, ds: GlyphDataset, ruler: "Ruler", k: int = 3, n_generated: int = 32,
+                        seed: int = 0) -> float:
+    """Share of a method's images that the judge recognises, from k shots in held-out-family fonts."""
+    protocol = heldout_protocol(ds, k, n_generated, seed)
+    images = generate_all(generate_fn, protocol, seed, progress=False)  # (C, n, 1, H, W)
+    intended = torch.tensor(protocol.categories).repeat_interleave(n_generated)
+    return ruler.recognised(images.flatten(0, 1), intended).float().mean().item()
+
+
 def other_real_styles(protocol: Protocol, category: int, n: int, seed: int = 0) -> list[int]:
     """n styles of the category's reference half outside the protocol's reference sample (for the real ceiling)."""
     name = protocol.ds.categories[category]

@@ -15,6 +15,7 @@ import torch
 
 from tagelib.factorize import class_embeddings, compose, residuals, validate_layers
 from tagelib.glyphs.dataset import GlyphDataset
+from tagelib.inversion import ShotInverter
 from tagelib.latent import LatentSpace
 from tagelib.paths import output_dirs, resolve
 from tagelib.perceptual import load_lpips, lpips_distance
@@ -31,11 +32,25 @@ def draw_shots(ds: GlyphDataset, k: int, seed: int = 0) -> dict[int, list[int]]:
 
 
 @torch.no_grad()
-def shot_codes(model: LatentSpace, ds: GlyphDataset, shots: dict[int, list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes of the shots (C, k, L, D) and the k-shot class embeddings w̄ (C, L, D), in `shots` order."""
+def shot_codes(model: LatentSpace, ds: GlyphDataset, shots: dict[int, list[int]], invert=None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes of the shots (C, k, L, D) and the k-shot class embeddings w̄ (C, L, D), in `shots` order.
+    `invert(x) -> w` is the pipeline's inversion (default: E alone)."""
     imgs = torch.stack([GlyphDataset.to_tensor(ds.images[styles, c]) for c, styles in shots.items()])  # (C, k, 1, H, W)
-    w = model.encode_batched(imgs.flatten(0, 1)).unflatten(0, imgs.shape[:2])
+    w = (invert or model.encode_batched)(imgs.flatten(0, 1)).unflatten(0, imgs.shape[:2])
     return w, w.mean(1)
+
+
+def shot_pool_images(ds: GlyphDataset) -> torch.Tensor:
+    """Every image of the unseen categories' shot pools (N, 1, H, W): what `ShotInverter.warm` refines up front."""
+    return torch.cat([GlyphDataset.to_tensor(ds.images[ds.pool(ds.categories[c], "unseen_shots"), c]) for c in ds.unseen])
+
+
+def shot_inverter(model: LatentSpace, ds: GlyphDataset, refine_steps: int, lpips_alex) -> ShotInverter:
+    """The pipeline's inversion of shots (E, then `refine_steps` steps of L1 + LPIPS-alex; 0: E alone), with every
+    shot-pool image refined up front in large batches, so the methods' calls are cache hits."""
+    perceptual = lambda a, b: lpips_distance(lpips_alex, a, b)
+    return ShotInverter(model, refine_steps, perceptual).warm(shot_pool_images(ds))
 
 
 def eval_pairs(ds: GlyphDataset, categories: list[int], n: int, rng: np.random.Generator) -> np.ndarray:

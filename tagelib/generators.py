@@ -5,6 +5,9 @@ Each factory returns ``generate(category, shots, n, generator) -> images``: shot
 ceiling (other real glyphs of the category) and the latent-space reconstruction of those same glyphs.
 Deterministic methods (a decoded class embedding, NN matching) return their few distinct images repeated up
 to n, as the protocol asks for n images: their diversity and collapse rate say what that means.
+
+Every method that starts from the shots takes `invert(shots) -> w`, the pipeline's inversion step: E alone
+(None, pSp's inversion) or E followed by refinement (`tagelib.inversion.ShotInverter`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+
+Invert = Callable[[torch.Tensor], torch.Tensor]  # shots (k, 1, H, W) -> codes (k, L, D)
 
 from tagelib import age as age_lib
 from tagelib import clm
@@ -55,20 +60,23 @@ def reconstruction(model: LatentSpace, protocol: Protocol, seed: int = 0,
     return generate
 
 
-def class_embedding(model: LatentSpace) -> GenerateFn:
-    """Decode the k-shot class embedding w̄ = mean E(shots): one image, repeated n times."""
+def class_embedding(model: LatentSpace, invert: Invert | None = None) -> GenerateFn:
+    """Decode the k-shot class embedding w̄ = mean of the shots' codes: one image, repeated n times."""
+    invert = invert or model.encode_batched
 
     def generate(category, shots, n, generator):
-        return model.decode_batched(model.encode_batched(shots).mean(0, keepdim=True)).expand(n, -1, -1, -1).clone()
+        return model.decode_batched(invert(shots).mean(0, keepdim=True)).expand(n, -1, -1, -1).clone()
 
     return generate
 
 
-def continuous_transfer(model: LatentSpace, seen_residuals: torch.Tensor, layers: list[int]) -> GenerateFn:
+def continuous_transfer(model: LatentSpace, seen_residuals: torch.Tensor, layers: list[int],
+                        invert: Invert | None = None) -> GenerateFn:
     """w̄ (k-shot class embedding) + a random residual of a seen-category training code (N, |S|, D) on S."""
+    invert = invert or model.encode_batched
 
     def generate(category, shots, n, generator):
-        w_bar = model.encode_batched(shots).mean(0)  # (L, D)
+        w_bar = invert(shots).mean(0)  # (L, D)
         pick = torch.randint(len(seen_residuals), (n,), generator=generator)
         base = w_bar.expand(n, -1, -1)
         return model.decode_batched(compose(base, seen_residuals[pick], layers, base=base))
@@ -76,32 +84,37 @@ def continuous_transfer(model: LatentSpace, seen_residuals: torch.Tensor, layers
     return generate
 
 
-def age(model: LatentSpace, age_model: age_lib.AGE, gaussian: age_lib.CoefficientGaussian, alpha: float) -> GenerateFn:
+def age(model: LatentSpace, age_model: age_lib.AGE, gaussian: age_lib.CoefficientGaussian, alpha: float,
+        invert: Invert | None = None) -> GenerateFn:
     """AGE 1-shot editing of each shot's own code (w + α·A·n, n from the seen coefficients' Gaussian), cycling shots."""
+    invert = invert or model.encode_batched
 
     def generate(category, shots, n, generator):
-        w = model.encode_batched(shots)  # (k, L, D)
+        w = invert(shots)  # (k, L, D)
         codes = age_lib.generate(age_model, w, -(-n // len(w)), alpha, gaussian, rng=generator)  # shot-major
         return model.decode_batched(_interleave(codes, len(w), n))
 
     return generate
 
 
-def nn_matching(model: LatentSpace, codebook: Codebook, layers: list[int]) -> GenerateFn:
+def nn_matching(model: LatentSpace, codebook: Codebook, layers: list[int], invert: Invert | None = None) -> GenerateFn:
     """CLM NN matching: each shot's residual around w̄, quantized to its nearest codes; k images, cycled to n."""
+    invert = invert or model.encode_batched
 
     def generate(category, shots, n, generator):
-        w = model.encode_batched(shots)
+        w = invert(shots)
         return model.decode_batched(_cycle(clm.nn_generate(codebook, w, w.mean(0), layers), n))
 
     return generate
 
 
-def knn_sampling(model: LatentSpace, codebook: Codebook, layers: list[int], knn_k: int, temperature: float) -> GenerateFn:
+def knn_sampling(model: LatentSpace, codebook: Codebook, layers: list[int], knn_k: int, temperature: float,
+                 invert: Invert | None = None) -> GenerateFn:
     """CLM k-nearest sampling: per layer, one of the `knn_k` codes nearest the shot's residual, shots cycled."""
+    invert = invert or model.encode_batched
 
     def generate(category, shots, n, generator):
-        w = model.encode_batched(shots)
+        w = invert(shots)
         codes = clm.knn_generate(codebook, w, w.mean(0), layers, -(-n // len(w)), knn_k, temperature, rng=generator)
         return model.decode_batched(_interleave(codes, len(w), n))
 

@@ -41,6 +41,17 @@ class LatentSpaceConfig:
             raise ValueError("encoder input and generator output must have the same size and channels")
 
 
+def glyph_latent_config(style_dim: int = 128, gen_widths: str = "256,256,128,64", enc_units: str = "1,2,2,1",
+                        enc_widths: str = "32,64,128,128", size: int = 32) -> LatentSpaceConfig:
+    """The glyph latent space of notebook 01: one channel, `size` px, W+ of 8 layers x `style_dim`.
+    Widths and units are comma-separated strings (as notebook parameters are)."""
+    ints = lambda text: tuple(int(u) for u in text.split(","))
+    return LatentSpaceConfig(
+        GeneratorConfig(size=size, style_dim=style_dim, n_mlp=4, img_channels=1, widths=ints(gen_widths)),
+        EncoderConfig(input_size=size, in_channels=1, n_styles=8, style_dim=style_dim, mode="ir",
+                      units=ints(enc_units), widths=ints(enc_widths)))
+
+
 class LatentSpace(nn.Module):
     """E and G with pSp's convention w = E(x) + latent_avg. Shapes: x (B, C, S, S), w (B, L, D)."""
 

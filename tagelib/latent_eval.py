@@ -102,3 +102,57 @@ def throughput(model: LatentSpace, images: torch.Tensor, batch_size: int = 256, 
         dec.append(len(x) / (t2 - t1))
     return {"encode_img_per_s": max(enc), "decode_img_per_s": max(dec), "batch_size": len(x),
             "threads": torch.get_num_threads()}
+
+
+# ----------------------------------------------------------------------------- the judge's targets, quickly
+
+
+def _judge_rate(ruler, images: torch.Tensor, categories: torch.Tensor) -> float:
+    return ruler.recognised(images, categories).float().mean().item()
+
+
+@torch.no_grad()
+def judge_targets(model: LatentSpace, ds: GlyphDataset, ruler, seen_residuals: torch.Tensor, invert=None,
+                  n_per_category: int = 32, draws: int = 8, seed: int = 0) -> dict:
+    """How often the judge recognises the intended unseen character in what the latent space gives every
+    few-shot method, on the training fonts (images from the reference halves, shots from the shot pools) and
+    on the held-out families (images and shots from their fonts):
+
+    - E→G reconstruction of `n_per_category` real glyphs per category;
+    - the decoded 3-shot class embedding, for `draws` random 3-shot sets per category;
+    - 3-shot continuous transfer: that class embedding + one random seen residual (all layers) per draw.
+
+    `invert(x) -> w` replaces E for the shots (refined inversion). "FD-domain E→G" compares the training-font
+    reconstructions with other real glyphs of the reference halves (judge features)."""
+    from tagelib.metrics import frechet_distance
+
+    invert = model.encode_batched if invert is None else invert
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    heldout = np.array(ds.split_info["heldout_styles"])
+    load = lambda styles, c: GlyphDataset.to_tensor(ds.images[styles, c])
+    out = {}
+    for fonts in ("training fonts", "held-out families"):
+        images, truth, shots = [], [], []
+        for c in ds.unseen:
+            name = ds.categories[c]
+            if fonts == "training fonts":
+                pool, shot_pool = rng.permutation(ds.pool(name, "unseen_reference")), ds.pool(name, "unseen_shots")
+            else:
+                pool = shot_pool = rng.permutation(heldout[ds.coverage[heldout, c]])
+            images.append(load(pool[:n_per_category], c))
+            truth.append(load(pool[n_per_category: 2 * n_per_category], c))
+            shots.append(load(np.concatenate([rng.choice(shot_pool, 3, replace=False) for _ in range(draws)]), c))
+        cats = torch.cat([torch.full((len(x),), c) for x, c in zip(images, ds.unseen)])
+        recon = model.decode_batched(model.encode_batched(torch.cat(images)))
+        out[f"E→G, {fonts}"] = _judge_rate(ruler, recon, cats)
+        if fonts == "training fonts":
+            judge = ruler.extractors[0]
+            out["FD-domain E→G, training fonts"] = frechet_distance(judge(recon), judge(torch.cat(truth)))
+        w_bar = invert(torch.cat(shots)).view(len(ds.unseen) * draws, 3, *seen_residuals.shape[1:]).mean(1)
+        draw_cats = torch.tensor(ds.unseen).repeat_interleave(draws)
+        out[f"class embedding k=3, {fonts}"] = _judge_rate(ruler, model.decode_batched(w_bar), draw_cats)
+        pick = torch.randint(len(seen_residuals), (len(w_bar),), generator=gen)
+        moved = model.decode_batched(w_bar + seen_residuals[pick])
+        out[f"continuous transfer k=3, {fonts}"] = _judge_rate(ruler, moved, draw_cats)
+    return out

@@ -5,6 +5,9 @@ Losses on a batch of glyph pairs (x_{c,f}, x_{c',f}) — two characters of one f
 - cross-reconstruction  G(m_{c'} + E(x_{c,f}) − m_c) against the real x_{c',f}, where m_c is an
   exponential moving average of E over category c (the class embedding AGE and TAGE use). This trains the
   factorisation the editing stages rely on: the residual E(x) − m_c carries the style and nothing else;
+- extra shapes and fonts (optional, `tagelib.glyph_shapes`): a share of the pairs drawn in a randomly
+  transformed font (`augment`), and pseudo-glyphs of no category in the reconstruction loss (`pseudo_fraction`),
+  so that E learns to encode shapes rather than to recognise the seen characters;
 - adversarial (optional, λ_adv > 0)  StyleGAN2's non-saturating loss with a small discriminator and R1,
   for sharper strokes.
 """
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tagelib.config import build_config
+from tagelib.glyph_shapes import augment_pairs, pseudo_glyphs
 from tagelib.latent import LatentSpace
 
 
@@ -36,6 +40,8 @@ class LatentTrainConfig:
     class_ema: float = 0.99  # momentum of the class-embedding averages m_c
     cross_warmup: int = 200  # steps of plain reconstruction before the cross terms start
     lr_decay_start: float = 0.6  # fraction of steps after which the lr decays linearly to 10 %
+    augment: float = 0.0  # share of pairs drawn in a randomly transformed font (glyph_shapes.augment_pairs)
+    pseudo_fraction: float = 0.0  # pseudo-glyphs per step, as a share of the pairs (reconstruction loss only)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -43,6 +49,8 @@ class LatentTrainConfig:
             raise ValueError(f"steps and batch_size must be >= 1, got steps={self.steps}, batch_size={self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not (0 <= self.augment <= 1 and 0 <= self.pseudo_fraction <= 1):
+            raise ValueError(f"augment and pseudo_fraction must lie in [0, 1], got {self.augment}, {self.pseudo_fraction}")
 
     @classmethod
     def from_dict(cls, values) -> "LatentTrainConfig":
@@ -73,6 +81,15 @@ class PairSampler:
         return to_t(self.images[st, ca]), to_t(self.images[st, cb]), torch.from_numpy(ca), torch.from_numpy(cb)
 
 
+def training_sampler(ds, max_styles: int = 0, seed: int = 0) -> PairSampler:
+    """The pairs E and G train on: seen categories x training font families only (unseen categories and
+    held-out families never enter), optionally a random `max_styles` of the training styles (0: all)."""
+    styles = ds.split_info["train_styles"]
+    if max_styles:
+        styles = sorted(np.random.default_rng(seed).choice(styles, size=max_styles, replace=False).tolist())
+    return PairSampler(ds.images, ds.coverage, styles, ds.seen, seed=seed)
+
+
 def image_loss(fake: torch.Tensor, real: torch.Tensor, perceptual, cfg: LatentTrainConfig) -> tuple[torch.Tensor, dict]:
     l1 = (fake - real).abs().mean()  # on the raw output: pulls out-of-range pixels back
     lp = perceptual(fake.clamp(-1, 1), real).mean() if cfg.lambda_lpips > 0 else fake.new_zeros(())
@@ -85,6 +102,8 @@ def train_latent_space(model: LatentSpace, sampler: PairSampler, num_categories:
     from tagelib.stylegan2 import d_logistic_loss, g_nonsaturating_loss, r1_penalty
 
     torch.manual_seed(cfg.seed)
+    shapes_rng = torch.Generator().manual_seed(cfg.seed + 1)
+    n_pseudo = round(cfg.pseudo_fraction * cfg.batch_size)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.0 if cfg.lambda_adv > 0 else 0.9, 0.99))
     decay_from = int(cfg.lr_decay_start * cfg.steps)
@@ -100,10 +119,13 @@ def train_latent_space(model: LatentSpace, sampler: PairSampler, num_categories:
     bar = tqdm(range(cfg.steps), desc="train E+G", disable=not progress)
     for step in bar:
         xa, xb, ca, cb = sampler.sample(cfg.batch_size)
+        xa, xb = augment_pairs(xa, xb, cfg.augment, shapes_rng)
         x, c = torch.cat([xa, xb]), torch.cat([ca, cb])
-        w = model.encode(x)  # (2n, L, D)
-        fake = model.decode(w)
-        loss, parts = image_loss(fake, x, perceptual, cfg)
+        x_rec = torch.cat([x, pseudo_glyphs(xa[:n_pseudo], xb[:n_pseudo], shapes_rng)]) if n_pseudo else x
+        w_all = model.encode(x_rec)  # (2n + n_pseudo, L, D)
+        fake = model.decode(w_all)
+        loss, parts = image_loss(fake, x_rec, perceptual, cfg)
+        w = w_all[: len(x)]  # codes of the real glyphs: (2n, L, D)
         with torch.no_grad():  # m_c <- EMA of the batch's per-category mean code
             sums = torch.zeros_like(class_mean).index_add_(0, c, w.detach())
             counts = torch.bincount(c, minlength=num_categories).float()
@@ -129,7 +151,7 @@ def train_latent_space(model: LatentSpace, sampler: PairSampler, num_categories:
         opt.step()
         sched.step()
         if use_adv:  # discriminator step on the same batch
-            real = x.detach().requires_grad_(step % 4 == 0)
+            real = x_rec.detach().requires_grad_(step % 4 == 0)
             real_pred, fake_pred = discriminator(real), discriminator(fake.detach())
             d_loss = d_logistic_loss(real_pred, fake_pred)
             if step % 4 == 0:

@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import yaml
 
+ABLATION_VARIANTS = ("base", "pseudo", "augment", "augment+pseudo", "no cross")  # tagelib.latent_ablation.VARIANTS
+
 TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
 
 
@@ -90,12 +92,14 @@ RULES: dict[str, Rule] = {
     # sizes and counts that must be at least one
     "threads": COUNT, "batch_size": COUNT, "age_batch": COUNT, "clm_batch": COUNT, "style_dim": COUNT,
     "dict_size": COUNT, "num_codes": COUNT, "knn_k": COUNT, "grid_styles": COUNT, "grid_categories": COUNT,
-    "eval_images": COUNT, "eval_pairs": COUNT, "max_styles": COUNT, "n_generate": at_least(2), "n_pairs": COUNT,
+    "eval_images": COUNT, "target_images": at_least(3), "eval_pairs": COUNT, "max_styles": COUNT, "n_generate": at_least(2), "n_pairs": COUNT,
     "age_steps": COUNT, "clm_steps": COUNT, "sweep_steps": COUNT, "judge_batch": COUNT, "judge_embed": COUNT,
     "eval_generated": at_least(2), "eval_real": at_least(2), "episodes": Rule("0 (skip) or >= 2", lambda v: v == 0 or v >= 2), "episode_generated": COUNT,
     "image_size": one_of(32, 64),
     # rates and temperatures
     "lr": positive(), "age_lr": positive(), "judge_lr": positive(),
+    "augment": Rule("a number in [0, 1]", lambda v: 0 <= v <= 1),
+    "pseudo_fraction": Rule("a number in [0, 1]", lambda v: 0 <= v <= 1),
     "val_fraction": Rule("a number in (0, 1)", lambda v: 0 < v < 1), "collapse_quantile": Rule("a number in (0, 1)", lambda v: 0 < v < 1), "knn_temperature": positive(), "alpha": finite(),
     # structured strings
     "gen_widths": int_list_rule(4), "judge_widths": int_list_rule(), "alpha_sweep": Rule(
@@ -105,7 +109,9 @@ RULES: dict[str, Rule] = {
     # paths must not be empty
     "run_dir": Rule("a non-empty path", bool), "figures_dir": Rule("a non-empty path", bool),
     "data_dir": Rule("a non-empty path", bool), "checkpoint": Rule("a non-empty path", bool),
-    "judge": Rule("a non-empty path", bool),
+    "judge": Rule("a non-empty path", bool), "ablation": Rule("a path, or empty for none", lambda v: True),
+    "ablation_variants": Rule(f"comma-separated names among {list(ABLATION_VARIANTS)}",
+                              lambda v: all(t in ABLATION_VARIANTS for t in v.split(","))),
 }
 LAYER_PARAMETERS = ("edit_layers", "layer_sets", "age_groups")  # W+ layer indices, checked against n_latent
 

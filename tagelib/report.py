@@ -27,6 +27,7 @@ COLUMNS = [  # (key in a row, header, format)
     ("method", "method", "{}"), ("k", "k", "{}"), ("n_per_category", "n / cat.", "{}"),
     ("n_real_per_category", "real / cat.", "{}"),
     ("preservation", "judge top-1 ↑", "{:.1%}"), ("preservation_strict", "strict", "{:.1%}"),
+    ("heldout_preservation", "judge, held-out fonts ↑", "{:.1%}"),
     ("wrong_onto_seen", "misses → seen", "{:.0%}"),
     ("FD-domain", "FD-domain ↓", "{:.2f}"), ("KID-domain", "KID-domain ×10³ ↓", "{:.1f}"),
     ("FD-VGG16", "FD-VGG16 ↓", "{:.2f}"), ("lpips_diversity", "LPIPS-vgg div. ↑", "{:.4f}"),
@@ -63,13 +64,15 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {gpu}"
 
 
-def table_row(method: str, metrics: dict, gain: dict | None = None, uses_shots: bool = True) -> dict:
-    """One table row from `Evaluation.metrics` (and `few_shot_gain`'s result when measured); k is '–' for rows
-    that use no shots (real glyphs, reconstructions)."""
+def table_row(method: str, metrics: dict, gain: dict | None = None, uses_shots: bool = True,
+              heldout: float | None = None) -> dict:
+    """One table row from `Evaluation.metrics` (and `few_shot_gain`'s result and the held-out-family recognition
+    `evaluation.heldout_recognition` when measured); k is '–' for rows that use no shots (real glyphs, reconstructions)."""
     keys = ("k", "n_per_category", "n_real_per_category", "preservation", "preservation_strict", "wrong_onto_seen",
             "FD-domain", "FD-VGG16", "lpips_diversity", "collapse_rate")
     row = {"method": method, **{k: metrics[k] for k in keys}}
     row["k"] = row["k"] if uses_shots else "–"
+    row["heldout_preservation"] = "–" if heldout is None else heldout
     row["KID-domain"] = metrics["KID-domain"] * 1e3
     row["top_confusions"] = ", ".join(f"{a}→{b} ({n})" for a, b, n in metrics["confusions"][:3])
     for shots in ("1-shot", "5-shot"):
@@ -105,7 +108,9 @@ def write_baseline_table(run_dir: str, figures_dir: str) -> str:
     lines = ["# Few-shot baselines on unseen categories (glyphs, LoFGAN protocol, judge = classifier trained on real glyphs only)", "",
              "Each row: the unseen categories × n generated images vs the real reference images of each category (from the "
              "reference halves of the evaluation pools). judge top-1 = category preservation (homoglyphs — characters most fonts "
-             "draw identically, listed below — count as one; strict = exact character); misses → seen = share of the misreadings "
+             "draw identically, listed below — count as one; strict = exact character); held-out fonts = judge top-1 with the "
+             "shots (or, for reconstructions, the glyphs) taken from fonts of the held-out families, 32 images per category "
+             "(– = not measured); misses → seen = share of the misreadings "
              "that name a seen character; FD-domain / KID-domain on the judge's penultimate features; FD-VGG16 on ImageNet "
              "VGG16 pool5 (images resized to 32 px; not FID); LPIPS-vgg diversity at 32 px (mean over pairs within a "
              "category); collapse = share of pairs closer than the calibrated floor; FSC gain = few-shot classification "

@@ -219,6 +219,14 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
                                  f"by {MADE_BY[key]} — run that notebook first, in this batch or with the same run_dir")
         if "data_dir" in values and not resolve(values["data_dir"]).is_dir():
             raise SystemExit(f"{name}: data_dir={values['data_dir']!r} does not exist; it is made by {MADE_BY['data_dir']}")
+        compare = resolve(values["compare_checkpoint"]) if values.get("compare_checkpoint") else None
+        if compare and not any(_same_artefact(compare, m) for m in made_here) and not checkpoint_file(compare).is_file():
+            raise SystemExit(f"{name}: compare_checkpoint={values['compare_checkpoint']!r} does not exist "
+                             f"({checkpoint_file(resolve(values['compare_checkpoint']))}); give a latent space made by "
+                             f"{MADE_BY['checkpoint']}, or \"\" to show no comparison")
+        if values.get("ablation") and not values.get("ablation_steps") and not resolve(values["ablation"]).is_file():
+            raise SystemExit(f"{name}: ablation={values['ablation']!r} does not exist; `make ablation` records it, "
+                             f"or set {name}.ablation_steps > 0 to train the variants in this run")
         if "data_dir" in values and "image_size" in values:
             images = resolve(values["data_dir"]) / f"glyphs{values['image_size']}.npz"
             if not images.is_file():
