@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help setup test unit nbval reproduce smoke pretrain ablation judge fonts dataset lab clean
+.PHONY: help setup test unit nbval reproduce smoke pretrain judge fonts dataset lab clean
 
 help:
 	@echo "Targets (typical durations on 2 CPU cores, no GPU):"
@@ -15,7 +15,6 @@ help:
 	@echo "  make smoke      the papermill batch, smoke profile -> results/smoke/  ~2.5 min"
 	@echo "  make reproduce  papermill batch (tiny) -> results/tiny/, papers_figures/ ~30 min"
 	@echo "  make pretrain   retrain the shipped data/latent/glyph32 (notebook 01)  ~49 min"
-	@echo "  make ablation   retrain the latent-space recipe variants (notebook 01's table) ~27 min"
 	@echo "  make judge      retrain the shipped data/judge/glyph32_judge (00_judge) ~11 min"
 	@echo "  make fonts      gather the font files into FONTS (./fontcache)         ~7 min, 1 GB download"
 	@echo "  make dataset    rebuild data/glyphs from FONTS                         3-6 min"
@@ -52,11 +51,6 @@ pretrain: setup
 judge: setup
 	$(PY) -m tagelib.run --profile judge --only 00_judge
 
-ABLATION_STEPS ?= 200
-
-ablation: setup
-	$(PY) -m tagelib.latent_ablation --start data/latent/glyph32_v1 --steps $(ABLATION_STEPS) --lr 5e-4 \
-		--out data/latent/ablation_glyph32.json --overwrite
 
 FONTS ?= fontcache
 

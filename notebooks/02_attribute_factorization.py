@@ -68,6 +68,7 @@ episodes: int = 20  # few-shot classification episodes per shot count for AGE (0
 episode_generated: int = 10  # generated images per class added to an episode's support set
 collapse_quantile: float = 0.01  # collapse floor: this quantile of LPIPS between distinct real fonts
 refine_steps: int = 50  # refinement steps after E when inverting the shots (0: E alone, pSp's pure inversion)
+refine_lr: float = 0.03  # Adam learning rate of that refinement
 
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_context(
@@ -82,7 +83,7 @@ ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_con
 # measures what that buys; here we pay it once for every image of the shot pools, and the methods below reuse it.
 
 # %%
-invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex)
+invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
 print(f"shot inversion: E + {refine_steps} refinement steps; {invert.refined} shot-pool images in {invert.seconds:.0f} s "
       f"({1000 * invert.seconds_per_shot:.0f} ms per shot, batch 256, {threads} threads)")
 

@@ -46,11 +46,11 @@ def shot_pool_images(ds: GlyphDataset) -> torch.Tensor:
     return torch.cat([GlyphDataset.to_tensor(ds.images[ds.pool(ds.categories[c], "unseen_shots"), c]) for c in ds.unseen])
 
 
-def shot_inverter(model: LatentSpace, ds: GlyphDataset, refine_steps: int, lpips_alex) -> ShotInverter:
-    """The pipeline's inversion of shots (E, then `refine_steps` steps of L1 + LPIPS-alex; 0: E alone), with every
-    shot-pool image refined up front in large batches, so the methods' calls are cache hits."""
+def shot_inverter(model: LatentSpace, ds: GlyphDataset, refine_steps: int, lpips_alex, lr: float = 0.03) -> ShotInverter:
+    """The pipeline's inversion of shots (E, then `refine_steps` Adam steps at `lr` on L1 + LPIPS-alex; 0: E alone),
+    with every shot-pool image refined up front in large batches, so the methods' calls are cache hits."""
     perceptual = lambda a, b: lpips_distance(lpips_alex, a, b)
-    return ShotInverter(model, refine_steps, perceptual).warm(shot_pool_images(ds))
+    return ShotInverter(model, refine_steps, perceptual, lr=lr).warm(shot_pool_images(ds))
 
 
 def eval_pairs(ds: GlyphDataset, categories: list[int], n: int, rng: np.random.Generator) -> np.ndarray:

@@ -17,9 +17,12 @@ from tagelib.latent import LatentSpace
 
 def refine_codes(model: LatentSpace, images: torch.Tensor, perceptual, steps: int = 50, lr: float = 0.01,
                  lambda_lpips: float = 1.0, w_init: torch.Tensor | None = None, batch_size: int = 256,
-                 progress: bool = False) -> torch.Tensor:
-    """Refined W+ codes (N, L, D) for images (N, C, S, S) in [-1, 1]; model weights are untouched."""
-    out = []
+                 progress: bool = False, record_at: tuple[int, ...] = ()) -> torch.Tensor | dict[int, torch.Tensor]:
+    """Refined W+ codes (N, L, D) for images (N, C, S, S) in [-1, 1]; model weights are untouched.
+
+    With `record_at` (step counts, 0 = E's codes), returns {steps: codes (N, L, D)} along the one trajectory,
+    the final `steps` included: a sweep over refinement lengths for the price of the longest."""
+    out, recorded = [], {t: [] for t in sorted({*record_at, steps})}
     starts = range(0, len(images), batch_size)
     bar = tqdm(total=steps * len(starts), desc=f"refine {len(images)} codes", disable=not progress or len(images) < 64)
     for i in starts:
@@ -27,8 +30,10 @@ def refine_codes(model: LatentSpace, images: torch.Tensor, perceptual, steps: in
         w0 = model.encode_batched(x) if w_init is None else w_init[i:i + batch_size]
         w = w0.clone().requires_grad_(True)
         opt = torch.optim.Adam([w], lr=lr)
+        if 0 in recorded:
+            recorded[0].append(w0.detach().clone())
         with torch.enable_grad():  # callers may sit inside no_grad (evaluation code)
-            for _ in range(steps):
+            for step in range(1, steps + 1):
                 fake = model.decode(w)
                 # summed over images: each code's gradient (and Adam step) is independent of its batch-mates
                 loss = ((fake - x).abs().flatten(1).mean(1) + lambda_lpips * perceptual(fake.clamp(-1, 1), x)).sum()
@@ -36,8 +41,13 @@ def refine_codes(model: LatentSpace, images: torch.Tensor, perceptual, steps: in
                 loss.backward()
                 opt.step()
                 bar.update()
+                if step in recorded and step < steps:
+                    recorded[step].append(w.detach().clone())
         out.append(w.detach())
     bar.close()
+    if record_at:
+        recorded[steps] = out
+        return {t: torch.cat(codes) for t, codes in recorded.items()}
     return torch.cat(out)
 
 
@@ -49,7 +59,7 @@ class ShotInverter:
     `inverter(x) -> w`: x (N, C, S, S) in [-1, 1] -> w (N, L, D). `seconds_per_shot` is the measured cost.
     """
 
-    def __init__(self, model: LatentSpace, steps: int, perceptual=None, lr: float = 0.01, batch_size: int = 256):
+    def __init__(self, model: LatentSpace, steps: int, perceptual=None, lr: float = 0.03, batch_size: int = 256):
         if steps < 0:
             raise ValueError(f"refine_steps must be >= 0, got {steps}")
         if steps > 0 and perceptual is None:

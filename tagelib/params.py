@@ -97,7 +97,7 @@ RULES: dict[str, Rule] = {
     "eval_generated": at_least(2), "eval_real": at_least(2), "episodes": Rule("0 (skip) or >= 2", lambda v: v == 0 or v >= 2), "episode_generated": COUNT,
     "image_size": one_of(32, 64),
     # rates and temperatures
-    "lr": positive(), "age_lr": positive(), "judge_lr": positive(),
+    "lr": positive(), "refine_lr": positive(), "age_lr": positive(), "judge_lr": positive(),
     "augment": Rule("a number in [0, 1]", lambda v: 0 <= v <= 1),
     "pseudo_fraction": Rule("a number in [0, 1]", lambda v: 0 <= v <= 1),
     "val_fraction": Rule("a number in (0, 1)", lambda v: 0 < v < 1), "collapse_quantile": Rule("a number in (0, 1)", lambda v: 0 < v < 1), "knn_temperature": positive(), "alpha": finite(),
@@ -109,7 +109,7 @@ RULES: dict[str, Rule] = {
     # paths must not be empty
     "run_dir": Rule("a non-empty path", bool), "figures_dir": Rule("a non-empty path", bool),
     "data_dir": Rule("a non-empty path", bool), "checkpoint": Rule("a non-empty path", bool),
-    "judge": Rule("a non-empty path", bool), "ablation": Rule("a path, or empty for none", lambda v: True),
+    "judge": Rule("a non-empty path", bool),
     "ablation_variants": Rule(f"comma-separated names among {list(ABLATION_VARIANTS)}",
                               lambda v: all(t in ABLATION_VARIANTS for t in v.split(","))),
 }

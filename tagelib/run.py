@@ -224,9 +224,6 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
             raise SystemExit(f"{name}: compare_checkpoint={values['compare_checkpoint']!r} does not exist "
                              f"({checkpoint_file(resolve(values['compare_checkpoint']))}); give a latent space made by "
                              f"{MADE_BY['checkpoint']}, or \"\" to show no comparison")
-        if values.get("ablation") and not values.get("ablation_steps") and not resolve(values["ablation"]).is_file():
-            raise SystemExit(f"{name}: ablation={values['ablation']!r} does not exist; `make ablation` records it, "
-                             f"or set {name}.ablation_steps > 0 to train the variants in this run")
         if "data_dir" in values and "image_size" in values:
             images = resolve(values["data_dir"]) / f"glyphs{values['image_size']}.npz"
             if not images.is_file():

@@ -8,10 +8,11 @@ import yaml
 from tagelib import latent_eval
 from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.latent import LatentSpace
-from tagelib.paths import DATA_DIR, PROFILES_DIR
+from tagelib.paths import DATA_DIR, NOTEBOOKS_DIR, PROFILES_DIR
 from tagelib.perceptual import load_lpips
 
 CHECKPOINT = DATA_DIR / "latent" / "glyph32"
+RECOGNISED_AT_LEAST = 0.40  # measured 2026-11-30: 49.6 % (held-out families, 32 per category); the target is 85 %
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +26,36 @@ def test_checkpoint_fits_the_budget():
 
 def test_recorded_training_matches_the_pretrain_profile(model):
     """Its recorded steps, batch size and seed are the pretrain profile's, and it trained within the hour."""
+    from tagelib.run import declared_parameters
+
     profile = yaml.safe_load((PROFILES_DIR / "pretrain.yaml").read_text())
-    params = {**profile["defaults"], **profile["notebooks"]["01_latent_space"]}
+    defaults = {k: v["default"] for k, v in declared_parameters(NOTEBOOKS_DIR / "01_latent_space.ipynb").items()}
+    params = {**{k: yaml.safe_load(v) if isinstance(v, str) and k != "gen_widths" else v for k, v in defaults.items()},
+              **profile["defaults"], **profile["notebooks"]["01_latent_space"]}
     info = model.training_info
     assert (info["train"]["steps"], info["train"]["batch_size"], info["train"]["seed"]) == (
         params["train_steps"], params["batch_size"], params["seed"])
     assert len(info["history"]["loss"]) == params["train_steps"]
     assert info["train_seconds"] <= 60 * 60
+    recorded = {k: info["train"].get(k, 0.0) for k in ("augment", "pseudo_fraction")}  # absent: trained before they existed
+    assert recorded == {k: float(params[k]) for k in recorded}
+    assert ",".join(map(str, model.cfg.generator.widths)) == params["gen_widths"].strip("'\"")
+
+
+def test_the_judge_recognises_its_reconstructions_of_unseen_characters(model):
+    """E→G of unseen characters in held-out-family fonts: how often the judge still reads the intended character.
+    A regression guard at the measured level (about 50 %), far below the 85 % the project aims at."""
+    from tagelib.evaluation import Ruler
+    from tagelib.judge import load_judge
+
+    ds = GlyphDataset.load()
+    judge = load_judge(DATA_DIR / "judge" / "glyph32_judge", categories=ds.categories)
+    ruler = Ruler.build(judge, lpips_vgg=None, ds=ds, collapse_floor=0.0, extractors=("judge",))
+    heldout = ds.split("heldout_unseen")
+    pick = torch.from_numpy(np.random.default_rng(0).choice(len(heldout), size=256, replace=False))
+    recon = model.decode_batched(model.encode_batched(heldout.images[pick]))
+    rate = ruler.recognised(recon, heldout.category[pick]).float().mean().item()
+    assert rate >= RECOGNISED_AT_LEAST, rate
 
 
 def test_reconstructs_unseen_categories(model):
