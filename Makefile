@@ -13,7 +13,7 @@ help:
 	@echo "  make unit       unit tests, fault injection included                 ~2 min"
 	@echo "  make nbval      every notebook under the smoke profile, via nbval     ~2.5 min"
 	@echo "  make smoke      the papermill batch, smoke profile -> results/smoke/  ~2.5 min"
-	@echo "  make reproduce  papermill batch (tiny) -> results/tiny/, papers_figures/ ~30 min"
+	@echo "  make reproduce  papermill batch (tiny) -> results/tiny/, papers_figures/ ~55 min"
 	@echo "  make pretrain   retrain the shipped data/latent/glyph32 (notebook 01)  ~49 min"
 	@echo "  make judge      retrain the shipped data/judge/glyph32_judge (00_judge) ~11 min"
 	@echo "  make fonts      gather the font files into FONTS (./fontcache)         ~7 min, 1 GB download"
