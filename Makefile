@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help setup test unit nbval reproduce smoke pretrain judge fonts dataset lab clean
+.PHONY: help setup test unit nbval reproduce smoke pretrain judge clip fonts dataset lab clean
 
 help:
 	@echo "Targets (typical durations on 2 CPU cores, no GPU):"
@@ -16,6 +16,7 @@ help:
 	@echo "  make reproduce  papermill batch (tiny) -> results/tiny/, papers_figures/ ~55 min"
 	@echo "  make pretrain   retrain the shipped data/latent/glyph32 (notebook 01)  ~49 min"
 	@echo "  make judge      retrain the shipped data/judge/glyph32_judge (00_judge) ~11 min"
+	@echo "  make clip       retrain the shipped data/clip/ CLIP model + probe (00_clip) ~9 min"
 	@echo "  make fonts      gather the font files into FONTS (./fontcache)         ~7 min, 1 GB download"
 	@echo "  make dataset    rebuild data/glyphs from FONTS                         3-6 min"
 	@echo "  make lab        open JupyterLab on notebooks/"
@@ -50,6 +51,9 @@ pretrain: setup
 
 judge: setup
 	$(PY) -m tagelib.run --profile judge --only 00_judge
+
+clip: setup
+	$(PY) -m tagelib.run --profile clip --only 00_clip
 
 
 FONTS ?= fontcache

@@ -20,6 +20,7 @@ Invert = Callable[[torch.Tensor], torch.Tensor]  # shots (k, 1, H, W) -> codes (
 
 from tagelib import age as age_lib
 from tagelib import clm
+from tagelib import cpm as cpm_lib
 from tagelib.codebook import Codebook
 from tagelib.evaluation import GenerateFn, Protocol, other_real_styles
 from tagelib.factorize import compose
@@ -117,5 +118,27 @@ def knn_sampling(model: LatentSpace, codebook: Codebook, layers: list[int], knn_
         w = invert(shots)
         codes = clm.knn_generate(codebook, w, w.mean(0), layers, -(-n // len(w)), knn_k, temperature, rng=generator)
         return model.decode_batched(_interleave(codes, len(w), n))
+
+    return generate
+
+
+def tage(model: LatentSpace, cpm, layers: list[int], temperature: float = 1.0, top_k: int = 0, steps: int = 4,
+         invert: Invert | None = None, order: str = "confidence", prompts: torch.Tensor | None = None,
+         condition: str = "class_embedding") -> GenerateFn:
+    """TAGE: CLM codes sampled by the CPM (`tagelib.cpm.sample`) around the k-shot class embedding w̄, decoded.
+
+    `order`: MaskGIT's confidence-ordered or random-ordered decoding. `prompts` (P, E) CLIP text embeddings (PSM):
+    sample i gets prompt i mod P. `condition="own_code"` conditions
+    on each shot's own code instead of w̄ (the control trained with that condition), shots cycled.
+    """
+    invert = invert or model.encode_batched
+
+    def generate(category, shots, n, generator):
+        w = invert(shots)  # (k, L, D)
+        w_bar = w.mean(0).expand(n, -1, -1)  # (n, L, D)
+        cond = w_bar if condition == "class_embedding" else _cycle(w, n)
+        prompt = None if prompts is None else _cycle(prompts, n)
+        codes = cpm_lib.sample(cpm, cond, temperature, top_k, steps, prompt=prompt, order=order, generator=generator)
+        return model.decode_batched(compose(w_bar, cpm.codebook[codes], layers, base=w_bar))
 
     return generate

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import yaml
 
 ABLATION_VARIANTS = ("base", "pseudo", "augment", "augment+pseudo", "no cross")  # tagelib.latent_ablation.VARIANTS
+PROMPT_WORDS = ("bold", "light", "italic", "serif", "sans-serif", "monospace", "condensed", "wide")  # attribute_probe.ATTRIBUTES
 
 TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
 
@@ -95,21 +96,36 @@ RULES: dict[str, Rule] = {
     "eval_images": COUNT, "target_images": at_least(3), "eval_pairs": COUNT, "max_styles": COUNT, "n_generate": at_least(2), "n_pairs": COUNT,
     "age_steps": COUNT, "clm_steps": COUNT, "sweep_steps": COUNT, "judge_batch": COUNT, "judge_embed": COUNT,
     "eval_generated": at_least(2), "eval_real": at_least(2), "episodes": Rule("0 (skip) or >= 2", lambda v: v == 0 or v >= 2), "episode_generated": COUNT,
+    "clip_batch": at_least(2), "probe_batch": COUNT, "clip_width": COUNT, "clip_layers": COUNT,
+    "clip_text_width": COUNT, "clip_embed": COUNT, "clip_patch": one_of(2, 4, 8, 16),
     "image_size": one_of(32, 64),
+    "d_model": COUNT, "depth": COUNT, "heads": COUNT, "cpm_steps": COUNT, "cpm_batch": COUNT, "max_shots": COUNT,
+    "decode_steps": COUNT, "throughput_batch": COUNT, "sweep_generated": at_least(2), "psm_steps": COUNT,
+    "psm_batch": COUNT, "captions_per_style": COUNT, "prompt_samples": COUNT, "grid_samples": COUNT,
     # rates and temperatures
     "lr": positive(), "refine_lr": positive(), "age_lr": positive(), "judge_lr": positive(),
+    "clip_lr": positive(), "probe_lr": positive(), "cpm_lr": positive(), "psm_lr": positive(),
+    "dropout": Rule("a number in [0, 1)", lambda v: 0 <= v < 1), "prompt_dropout": Rule("a number in [0, 1)", lambda v: 0 <= v < 1),
+    "temperature_sweep": Rule('comma-separated numbers > 0 (e.g. "0.5,1")', lambda v: all(_is_float(t) and float(t) > 0 for t in v.split(","))),
+    "knn_temperatures": Rule('comma-separated numbers > 0 (e.g. "0.5,1")', lambda v: all(_is_float(t) and float(t) > 0 for t in v.split(","))),
     "augment": Rule("a number in [0, 1]", lambda v: 0 <= v <= 1),
     "pseudo_fraction": Rule("a number in [0, 1]", lambda v: 0 <= v <= 1),
     "val_fraction": Rule("a number in (0, 1)", lambda v: 0 < v < 1), "collapse_quantile": Rule("a number in (0, 1)", lambda v: 0 < v < 1), "knn_temperature": positive(), "alpha": finite(),
     # structured strings
-    "gen_widths": int_list_rule(4), "judge_widths": int_list_rule(), "alpha_sweep": Rule(
+    "gen_widths": int_list_rule(4), "judge_widths": int_list_rule(), "probe_widths": int_list_rule(), "alpha_sweep": Rule(
         'comma-separated finite numbers (e.g. "0.25,0.5")', lambda v: all(_is_float(t) for t in v.split(","))), "enc_units": int_list_rule(4), "enc_widths": int_list_rule(4),
     "sweep_sizes": int_list_rule(), "edit_layers": int_list_rule(lo=0, unique=True),
     "layer_sets": layer_groups_rule(), "age_groups": layer_groups_rule(),
     # paths must not be empty
     "run_dir": Rule("a non-empty path", bool), "figures_dir": Rule("a non-empty path", bool),
     "data_dir": Rule("a non-empty path", bool), "checkpoint": Rule("a non-empty path", bool),
-    "judge": Rule("a non-empty path", bool),
+    "judge": Rule("a non-empty path", bool), "clip": Rule("a non-empty path", bool),
+    "attribute_probe": Rule("a non-empty path", bool),
+    "codebook": Rule("a non-empty path", bool), "cpm": Rule("a non-empty path", bool),
+    "age_checkpoint": Rule("a non-empty path", bool),
+    "decode_order": one_of("confidence", "random"),
+    "prompts": Rule(f"comma-separated attribute words among {list(PROMPT_WORDS)}",
+                    lambda v: bool(v) and all(t.strip() in PROMPT_WORDS for t in v.split(","))),
     "ablation_variants": Rule(f"comma-separated names among {list(ABLATION_VARIANTS)}",
                               lambda v: all(t in ABLATION_VARIANTS for t in v.split(","))),
 }
@@ -166,6 +182,8 @@ def check_layers(notebook: str, params: dict[str, Any], n_latent: int, source: s
 
 def check_relations(notebook: str, values: dict[str, Any]) -> None:
     """Constraints between parameters of one notebook (`values`: defaults with the injected values on top)."""
+    if "d_model" in values and "heads" in values and values["d_model"] % values["heads"]:
+        raise ParameterError(f"{notebook}: d_model={values['d_model']} must be divisible by heads={values['heads']}")
     if "age_groups" in values and "edit_layers" in values:
         groups = sorted(i for g in values["age_groups"].split("|") for i in int_list(g))
         if groups != sorted(int_list(values["edit_layers"])):

@@ -1,4 +1,4 @@
-"""The baseline table: rows measured by notebooks 01–03, with the provenance of every number.
+"""The main table: baseline rows measured by notebooks 01–03 and TAGE's rows (04–05), with the provenance of every number.
 
 Each notebook writes its rows to ``<run_dir>/<notebook>/baselines.json`` (`save_rows`) and then rewrites
 ``table_baselines.{md,csv}`` from every row file of the run (`write_baseline_table`), so the table after
@@ -22,7 +22,8 @@ from tagelib.atomic import write_text_atomic
 from tagelib.paths import REPO_ROOT, resolve
 
 ROW_FILE = "baselines.json"
-NOTEBOOKS = ("01_latent_space", "02_attribute_factorization", "03_codebook_learning")
+NOTEBOOKS = ("01_latent_space", "02_attribute_factorization", "03_codebook_learning", "04_code_prediction",
+             "05_prompt_semantics")
 COLUMNS = [  # (key in a row, header, format)
     ("method", "method", "{}"), ("k", "k", "{}"), ("n_per_category", "n / cat.", "{}"),
     ("n_real_per_category", "real / cat.", "{}"),
@@ -104,8 +105,8 @@ def write_baseline_table(run_dir: str, figures_dir: str) -> str:
     """Rewrite `table_baselines.md` and `.csv` in `figures_dir` from every row file of the run; returns the markdown."""
     found = _load_rows(run_dir)
     if not found:
-        raise FileNotFoundError(f"no {ROW_FILE} under {resolve(run_dir)}; run notebooks 01–03 first")
-    lines = ["# Few-shot baselines on unseen categories (glyphs, LoFGAN protocol, judge = classifier trained on real glyphs only)", "",
+        raise FileNotFoundError(f"no {ROW_FILE} under {resolve(run_dir)}; run notebooks 01–05 first")
+    lines = ["# Few-shot generation on unseen categories: baselines and TAGE (glyphs, LoFGAN protocol, judge = classifier trained on real glyphs only)", "",
              "Each row: the unseen categories × n generated images vs the real reference images of each category (from the "
              "reference halves of the evaluation pools). judge top-1 = category preservation (homoglyphs — characters most fonts "
              "draw identically, listed below — count as one; strict = exact character); held-out fonts = judge top-1 with the "

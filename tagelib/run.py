@@ -41,11 +41,20 @@ PUBLISHED_FIGURES = REPO_ROOT / "papers_figures"
 SOURCE_DIRS = [DATA_DIR, NOTEBOOKS_DIR, REPO_ROOT / "profiles", REPO_ROOT / "tagelib", REPO_ROOT / "tests"]
 # A notebook writes the checkpoint named by the key when it declares the step count of the value and that
 # count is > 0 (notebook 01 trains E and G and saves them to `checkpoint`); otherwise it reads it.
-WRITTEN_WHEN = {"checkpoint": "train_steps", "judge": "judge_steps"}
+WRITTEN_WHEN = {"checkpoint": "train_steps", "judge": "judge_steps", "clip": "clip_steps", "attribute_probe": "probe_steps"}
 MADE_BY = {"checkpoint": "01_latent_space (train_steps > 0), or `make pretrain` for data/latent/glyph32",
            "judge": "00_judge (judge_steps > 0), or `make judge` for data/judge/glyph32_judge",
+           "clip": "00_clip (clip_steps > 0), or `make clip` for data/clip/glyph32_clip",
+           "attribute_probe": "00_clip (probe_steps > 0), or `make clip` for data/clip/glyph32_attributes",
            "data_dir": "`make dataset` (see data/README.md)"}
-RUN_FOLDER_EXAMPLE = {"checkpoint": "latent/glyph32", "judge": "judge/glyph32_judge"}  # where to write instead of data/
+RUN_FOLDER_EXAMPLE = {"checkpoint": "latent/glyph32", "judge": "judge/glyph32_judge", "clip": "clip/glyph32_clip",
+                      "attribute_probe": "clip/glyph32_attributes"}  # where to write instead of data/
+# Run outputs a notebook reads from an earlier notebook (parameter -> the notebook that writes it into its run folder).
+MADE_IN_RUN = {"age_checkpoint": "02_attribute_factorization", "codebook": "03_codebook_learning",
+               "cpm": "04_code_prediction"}
+# Artefacts that are folders, not `<stem>.safetensors`: key -> the file inside that marks a complete one
+# (open_clip's local-dir format; the folder is published by one rename, `tagelib.clip_glyph.save_clip`).
+FOLDER_ARTEFACTS = {"clip": "open_clip_config.json"}
 
 
 def declared_parameters(notebook: Path) -> dict[str, Any]:
@@ -119,6 +128,11 @@ def _default(spec: dict[str, Any]) -> Any:
 
 def _with_run_dir(value: Any, run_dir: str) -> Any:
     return value.replace("{run_dir}", run_dir) if isinstance(value, str) else value
+
+
+def _artefact_file(key: str, target: Path) -> Path:
+    """The file whose presence means the artefact named by `key` exists (`<stem>.safetensors`, or a folder's marker)."""
+    return target / FOLDER_ARTEFACTS[key] if key in FOLDER_ARTEFACTS else checkpoint_file(target)
 
 
 def _same_artefact(a: Path, b: Path) -> bool:
@@ -208,15 +222,20 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
             writes = step_key in declared[name] and (values.get(step_key) or 0) > 0
             if writes:
                 _check_shipped_write(plan, profile, name, key, values, target, modified)
-                if checkpoint_file(target).exists() and "overwrite" in declared[name] and not values.get("overwrite"):
+                if _artefact_file(key, target).exists() and "overwrite" in declared[name] and not values.get("overwrite"):
                     raise SystemExit(f"{name}: {key}={values[key]!r} exists and overwrite is False; "
                                      f"set {name}.overwrite=true to retrain over it, or choose another {key}")
                 made_here.append(target)
             elif key == "checkpoint":
                 _check_readable_checkpoint(name, values, target, made_here)
-            elif not any(_same_artefact(target, m) for m in made_here) and not checkpoint_file(target).is_file():
-                raise SystemExit(f"{name}: {key}={values[key]!r} does not exist ({checkpoint_file(target)}); it is made "
+            elif not any(_same_artefact(target, m) for m in made_here) and not _artefact_file(key, target).is_file():
+                raise SystemExit(f"{name}: {key}={values[key]!r} does not exist ({_artefact_file(key, target)}); it is made "
                                  f"by {MADE_BY[key]} — run that notebook first, in this batch or with the same run_dir")
+        for key, maker in MADE_IN_RUN.items():
+            earlier = [n for n, _ in plan.notebooks[:[n for n, _ in plan.notebooks].index(name)]]
+            if key in values and maker not in earlier and not checkpoint_file(resolve(values[key])).is_file():
+                raise SystemExit(f"{name}: {key}={values[key]!r} does not exist ({checkpoint_file(resolve(values[key]))}); "
+                                 f"it is made by notebook {maker} — run it first, in this batch or with the same run_dir")
         if "data_dir" in values and not resolve(values["data_dir"]).is_dir():
             raise SystemExit(f"{name}: data_dir={values['data_dir']!r} does not exist; it is made by {MADE_BY['data_dir']}")
         compare = resolve(values["compare_checkpoint"]) if values.get("compare_checkpoint") else None
@@ -243,12 +262,14 @@ def _check_shipped_write(plan: Plan, profile: dict[str, Any], name: str, key: st
             f"{name}: {key}={values[key]!r} with {WRITTEN_WHEN[key]}={values[WRITTEN_WHEN[key]]} would write into shipped "
             f"data under data/, which profile {plan.profile!r} may not write{own}.\n"
             f"  To regenerate a shipped artefact on purpose, run the profile made for it "
-            f"(`make pretrain` for data/latent/glyph32, `make judge` for data/judge/glyph32_judge); otherwise write "
+            f"(`make pretrain` for data/latent/glyph32, `make judge` for data/judge/glyph32_judge, `make clip` for "
+            f"data/clip/*); otherwise write "
             f"under the run folder, e.g. {instead}")
     if modified:
         raise SystemExit(
             f"{name}: {key}={values[key]!r} is the shipped artefact profile {plan.profile!r} makes, but --set "
-            f"changes this batch; shipped files are regenerated only as the profile says (`make pretrain`, `make judge`). "
+            f"changes this batch; shipped files are regenerated only as the profile says (`make pretrain`, `make judge`, "
+            f"`make clip`). "
             f"To experiment, write under the run folder: {instead}")
 
 

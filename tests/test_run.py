@@ -156,3 +156,17 @@ def test_judge_paths_are_checked_like_checkpoints(tmp_path):
         run.build_plan("smoke", overrides=["00_judge.judge=data/judge/glyph32_judge"])
     with pytest.raises(SystemExit, match="00_judge.*judge_steps > 0"):
         run.build_plan("tiny", only=["02_attribute_factorization"], overrides=[f"judge={tmp_path}/none"])
+
+
+def test_clip_folder_and_probe_paths_are_checked(tmp_path):
+    """The CLIP model is a folder (open_clip local-dir): one without its open_clip_config.json counts as missing."""
+    with pytest.raises(SystemExit, match="make clip"):
+        run.build_plan("smoke", overrides=["00_clip.clip=data/clip/glyph32_clip"])
+    (tmp_path / "empty").mkdir()
+    for key in ("clip", "attribute_probe"):
+        target = tmp_path / ("empty" if key == "clip" else "none")
+        with pytest.raises(SystemExit, match=f"{key}=.*00_clip .*_steps > 0"):
+            run.build_plan("tiny", only=["00_clip"], overrides=[f"{key}={target}"])
+    _, p = plan_params("smoke", f"run_dir={tmp_path}")
+    assert p["00_clip"]["clip"] == f"{tmp_path}/clip/glyph32_clip"
+    assert p["00_clip"]["attribute_probe"] == f"{tmp_path}/clip/glyph32_attributes"

@@ -1,0 +1,151 @@
+"""Training the CPM on seen categories: k-shot conditioning drawn on the fly, MaskGIT masking, CE + L2.
+
+Each training example is one seen-category code w_i with its CLM indices and residual on S. Its conditioning
+(`condition="class_embedding"`, TAGE) is the mean code of k ∈ {1..max_shots} OTHER glyphs of the same category —
+a k-shot class embedding as at generation time, never the sample itself, so the CPM must predict what another
+font of this character looks like. `condition="own_code"` conditions on w_i itself (the NN-matching-in-disguise
+control). PSM (`tagelib.psm`) adds prompts and a CLIP loss through the same loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+from tqdm.auto import trange
+
+from tagelib import clm
+from tagelib.codebook import Codebook
+from tagelib.config import build_config, check_choice
+from tagelib.cpm import CodePredictor, cpm_loss, random_mask
+from tagelib.factorize import residuals
+
+CONDITIONS = ("class_embedding", "own_code")
+
+
+@dataclass
+class CPMTrainConfig:
+    steps: int = 1500  # optimisation steps
+    batch_size: int = 256  # codes per step
+    lr: float = 5e-4  # AdamW peak learning rate (linear warm-up, cosine decay)
+    weight_decay: float = 0.01  # AdamW weight decay
+    warmup: int = 100  # warm-up steps
+    lambda_ce: float = 1.0  # weight of the cross-entropy against the CLM indices
+    lambda_l2: float = 1.0  # weight of the L2 between the soft code and the true residual
+    max_shots: int = 3  # k of the conditioning class embedding is drawn from 1..max_shots
+    condition: str = "class_embedding"  # "class_embedding" (TAGE) or "own_code" (control: re-predicts NN matching)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("condition", self.condition, CONDITIONS)
+        if self.steps < 1 or self.batch_size < 1 or self.max_shots < 1 or self.warmup < 0:
+            raise ValueError(f"need steps, batch_size, max_shots >= 1 and warmup >= 0; got {self}")
+        if not self.lr > 0 or self.lambda_ce < 0 or self.lambda_l2 < 0:
+            raise ValueError(f"need lr > 0 and non-negative loss weights; got {self}")
+
+    @classmethod
+    def from_dict(cls, values) -> "CPMTrainConfig":
+        return build_config(cls, values)
+
+
+class CPMData(NamedTuple):
+    """Seen-category training codes and their CLM targets."""
+
+    w: torch.Tensor  # (N, L, D) codes
+    labels: torch.Tensor  # (N,) category ids (any integers; only equality matters)
+    targets: torch.Tensor  # (N, |S|) CLM indices of the residuals
+    residual: torch.Tensor  # (N, |S|, D) residuals a = w − w̄_c on S
+
+
+@torch.no_grad()
+def cpm_data(w: torch.Tensor, labels: torch.Tensor, class_emb_per_sample: torch.Tensor, codebook: Codebook,
+             layers: list[int]) -> CPMData:
+    """Residuals of w (N, L, D) around their class embeddings (N, L, D) on S, and their nearest CLM codes."""
+    a = residuals(w, class_emb_per_sample, layers)  # (N, |S|, D)
+    _, idx = clm.quantize(codebook, a)
+    return CPMData(w, labels, idx, a)
+
+
+class ShotSampler:
+    """Draws, for sample indices i (B,), `k_max` other samples of the same category (B, k_max), vectorised."""
+
+    def __init__(self, labels: torch.Tensor):
+        self.order = labels.argsort(stable=True)  # sample ids grouped by category
+        _, inverse, counts = labels.unique(return_inverse=True, return_counts=True)
+        if (counts < 2).any():
+            raise ValueError("every category needs at least 2 training codes to draw shots other than the target")
+        starts = counts.cumsum(0) - counts
+        self.start, self.count = starts[inverse], counts[inverse]  # (N,) per sample
+        self.position = torch.empty_like(self.order)
+        self.position[self.order] = torch.arange(len(labels))
+        self.position -= self.start  # rank of each sample within its category
+
+    def others(self, i: torch.Tensor, k_max: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        n = self.count[i][:, None]  # (B, 1)
+        offset = 1 + (torch.rand(len(i), k_max, generator=generator) * (n - 1)).long()  # 1..n-1: never i itself
+        return self.order[self.start[i][:, None] + (self.position[i][:, None] + offset) % n]  # (B, k_max)
+
+
+def conditioning(data: CPMData, i: torch.Tensor, shots: ShotSampler, cfg: CPMTrainConfig,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cond (B, L, D), the first shot's index (B,)) for training samples i: a k-shot class embedding of other
+    glyphs of the same category, k uniform in 1..max_shots (or w_i itself for `own_code`)."""
+    if cfg.condition == "own_code":
+        return data.w[i], i
+    j = shots.others(i, cfg.max_shots, generator)  # (B, k_max)
+    k = torch.randint(1, cfg.max_shots + 1, (len(i), 1), generator=generator)  # (B, 1)
+    weight = (torch.arange(cfg.max_shots) < k).float() / k  # (B, k_max): 1/k on the first k
+    return torch.einsum("bk,bkld->bld", weight, data.w[j]), j[:, 0]
+
+
+def lr_factor(step: int, warmup: int, steps: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `steps`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
+
+
+ExtraLoss = Callable[[CodePredictor, dict], tuple[torch.Tensor, dict[str, float]]]
+PromptSampler = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def train_cpm(cpm: CodePredictor, data: CPMData, cfg: CPMTrainConfig, prompts: PromptSampler | None = None,
+              extra_loss: ExtraLoss | None = None, progress: bool = True, desc: str = "CPM") -> dict[str, list]:
+    """Train `cpm` in place; returns the per-step history (loss, ce, l2, accuracy on masked tokens, seconds, ...).
+
+    `prompts(i, generator) -> (embeddings (B, E), on (B,) bool)` gives PSM's prompt per sample; `extra_loss(cpm,
+    batch)` adds a term (PSM's CLIP loss) from the batch dict {"cond", "prompt", "prompt_on", "shot", "i"}.
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    shots = ShotSampler(data.labels)
+    opt = torch.optim.AdamW(cpm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg.warmup, cfg.steps))
+    hist: dict[str, list] = {"loss": [], "ce": [], "l2": [], "accuracy": [], "seconds": []}
+    start = time.perf_counter()
+    cpm.train()
+    for _ in trange(cfg.steps, desc=desc, disable=not progress):
+        i = torch.randint(len(data.w), (cfg.batch_size,), generator=gen)
+        cond, first_shot = conditioning(data, i, shots, cfg, gen)
+        prompt, on = prompts(i, gen) if prompts is not None else (None, None)
+        masked = random_mask(len(i), data.targets.shape[1], gen)
+        logits = cpm(cond, data.targets[i], masked, prompt, on)  # (B, |S|, N)
+        loss, logs = cpm_loss(logits, data.targets[i], masked, data.residual[i], cpm.codebook, cfg.lambda_ce, cfg.lambda_l2)
+        if extra_loss is not None:
+            extra, extra_logs = extra_loss(cpm, {"cond": cond, "prompt": prompt, "prompt_on": on, "shot": first_shot, "i": i})
+            loss = loss + extra
+            logs.update(extra_logs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(cpm.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            logs["accuracy"] = ((logits.argmax(-1) == data.targets[i]) & masked).sum().item() / masked.sum().item()
+        logs.update(loss=loss.item(), seconds=time.perf_counter() - start)
+        for key, value in logs.items():
+            hist.setdefault(key, []).append(value)
+    cpm.eval()
+    return hist
