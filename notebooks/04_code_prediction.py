@@ -86,10 +86,12 @@ max_shots: int = 3  # the conditioning class embedding averages 1 to max_shots o
 control_steps: int = 800  # steps of the own-code control (p(codes | the sample's own code)); 0: skip
 temperature: float = 1.0  # CPM sampling temperature for the main rows
 top_k: int = 0  # CPM top-k (0: the whole codebook)
+resample: int = 5  # TAGE editing: layers of each shot the CPM re-samples (0 to 8); the others keep the shot's codes
 decode_steps: int = 8  # decoding passes (8, the number of edited layers: one layer decided per pass)
 decode_order: str = "random"  # "random" (any-order ancestral sampling) or "confidence" (MaskGIT: most confident first)
 temperature_sweep: str = "0.5,1,1.5,2"  # CPM temperatures on the preservation-diversity plot
-knn_temperatures: str = "0.5,1,2,4"  # k-nearest sampling temperatures on the same plot
+resample_sweep: str = "2,4,6,8"  # re-sampled layer counts on the same plot
+knn_candidates: str = "2,8,32,128"  # k-nearest sampling on the same plot: candidates per layer, drawn uniformly
 alpha_sweep: str = "0.25,0.5,1"  # AGE edit strengths on the same plot
 sweep_generated: int = 32  # generated images per category for each sweep point
 knn_k: int = 8  # k-nearest sampling: candidates per layer
@@ -142,45 +144,61 @@ save_module(out_dir / "cpm", cpm, {"cpm": cpm_cfg.__dict__, "train": train_cfg._
 fig, axes = plt.subplots(1, 3, figsize=(14, 3))
 for ax, key in zip(axes, ("ce", "l2", "accuracy")):
     ax.plot(smooth(hist[key], 25)); ax.set_title(key); ax.set_xlabel("step")
-fig.suptitle(f"CPM training: {n_params / 1e6:.2f} M parameters, {cpm_steps} steps × {cpm_batch}, {cpm_seconds:.0f} s")
+fig.suptitle(f"CPM training: {n_params / 1e6:.2f} M parameters, {cpm_steps} steps × {cpm_batch}, {cpm_seconds:.0f} s", y=1.04)
 save_figure(fig, fig_dir / "fig_cpm_training.png")
 plt.show()
 
 # %% [markdown]
 # ## Why it is not NN matching in disguise
 #
-# The control trains the same network on p(codes | the sample's own code). For the same shots we measure how
-# often a sampled layer code equals the code NN matching picks for one of the shots, and how many distinct code
-# combinations 128 samples per character contain.
+# The control trains the same network on p(codes | the sample's own code): same targets (the CLM codes of the
+# sample's residual around its character's mean), but conditioned on the sample's own code instead of other glyphs
+# of its character. On seen characters that makes the codes a function of the input — the network learns to
+# quantize, as NN matching does — while TAGE's conditioning leaves a genuine distribution to learn. We report, for
+# both: the masked-token accuracy on the training codes (end of training), and for the unseen characters' shots
+# the mean probability of the most likely code per layer in the first decoding pass (1 = deterministic), the share
+# of sampled layer codes that equal one of NN matching's codes for the shots (around the 3-shot class embedding),
+# and the distinct code combinations among 128 samples.
 
 # %%
 protocols = {k: evaluation.lofgan_protocol(ds, k, eval_generated, eval_real, seed) for k in (1, 3)}
 
 
 @torch.no_grad()
-def sampled_codes(predictor, condition: str, k: int = 3, n: int = 128) -> dict:
-    """Agreement with NN matching's codes and distinct combinations, over the unseen categories (k shots)."""
-    gen, agree, distinct = torch.Generator().manual_seed(seed), [], []
+def sampled_codes(predictor, condition: str, history: dict, k: int = 3, n: int = 128) -> dict:
+    """Training fit, first-pass confidence, agreement with NN matching's codes and distinct combinations."""
+    gen, agree, distinct, top1 = torch.Generator().manual_seed(seed), [], [], []
     for c in protocols[k].categories:
         wk = invert(protocols[k].shots(c))
         nn_codes = clm.quantize(cb, residuals(wk, wk.mean(0), S))[1]  # (k, |S|)
         cond = wk.mean(0).expand(n, -1, -1) if condition == "class_embedding" else wk[torch.arange(n) % len(wk)]
+        all_masked = torch.ones(n, len(S), dtype=torch.bool)
+        top1.append(predictor(cond, torch.zeros_like(all_masked, dtype=torch.long), all_masked).softmax(-1).amax(-1).mean().item())
         codes = cpm_lib.sample(predictor, cond, temperature, top_k, decode_steps, order=decode_order, generator=gen)  # (n, |S|)
         agree.append((codes[:, None] == nn_codes[None]).any(1).float().mean().item())
         distinct.append(len(codes.unique(dim=0)))
-    return {"agreement_with_NN": float(np.mean(agree)), "distinct_per_128": float(np.mean(distinct))}
+    return {"train_masked_accuracy": float(np.mean(history["accuracy"][-50:])), "train_ce": float(np.mean(history["ce"][-50:])),
+            "first_pass_top1_probability": float(np.mean(top1)), "agreement_with_NN": float(np.mean(agree)),
+            "distinct_per_128": float(np.mean(distinct))}
 
 
-codes_table = {"CPM, p(codes | class embedding) [TAGE]": sampled_codes(cpm, "class_embedding")}
+codes_table = {"CPM, p(codes | class embedding) [TAGE]": sampled_codes(cpm, "class_embedding", hist)}
 if control_steps:
     control = cpm_lib.CodePredictor(cpm_cfg, cb.embed.detach())
     control_hist = train_cpm(control, data, CPMTrainConfig(**{**train_cfg.__dict__, "steps": control_steps,
                                                                "condition": "own_code"}), desc="own-code control")
-    codes_table["control, p(codes | own code)"] = sampled_codes(control, "own_code")
+    codes_table["control, p(codes | own code)"] = sampled_codes(control, "own_code", control_hist)
 print(json.dumps(codes_table, indent=1))
 
 # %% [markdown]
 # ## Generation for unseen characters, k = 1 and 3, judged
+#
+# **How TAGE generates** (`cpm.edit_shots`): it *edits the shots*. Each sample starts from one shot, written around
+# the k-shot class embedding w̄ as its nearest codes on S plus the detail the codes miss; the CPM re-samples
+# `resample` random layers' codes given w̄ and the shot's codes on the other layers — MaskGIT's conditional
+# sampling, the same call that decodes from scratch. So each sample keeps part of a real shot's look and changes
+# the rest into combinations seen characters use. The ablation row "from w̄ alone" samples all |S| codes from the
+# class embedding without any shot's codes or detail — what the CPM gives as a pure generator.
 #
 # 24 unseen characters × `eval_generated` images from k shots, against the real reference halves: judge top-1
 # (category preservation), FD-domain, FD-VGG16, LPIPS-vgg diversity at 32 px and the collapse rate. NN matching
@@ -189,8 +207,11 @@ print(json.dumps(codes_table, indent=1))
 
 # %%
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile)
-methods = {f"TAGE w/o PSM (CPM, T={temperature:g}), k={k}": (
-    generators.tage(model, cpm, S, temperature, top_k, decode_steps, invert, decode_order), k) for k in (1, 3)}
+tage_name = f"TAGE w/o PSM (CPM edits {resample} of {len(S)} layers, T={temperature:g})"
+methods = {f"{tage_name}, k={k}": (generators.tage(model, cpm, S, temperature, top_k, decode_steps, invert, decode_order,
+                                                   resample=resample), k) for k in (1, 3)}
+methods[f"CPM from w̄ alone (all {len(S)} layers sampled), k=3"] = (
+    generators.tage(model, cpm, S, temperature, top_k, decode_steps, invert, decode_order), 3)
 if control_steps:
     methods["CPM own-code control, k=3"] = (generators.tage(model, control, S, temperature, top_k, decode_steps, invert,
                                                              decode_order, condition="own_code"), 3)
@@ -199,7 +220,7 @@ methods[f"k-nearest sampling ({knn_k}), k=3"] = (generators.knn_sampling(model, 
 evals = {name: evaluation.evaluate(fn, protocols[k], ruler, seed=seed, desc=name) for name, (fn, k) in methods.items()}
 for name, ev in evals.items():
     m = ev.metrics
-    print(f"{name:38s} judge {m['preservation']:6.1%}  FD-domain {m['FD-domain']:6.2f}  FD-VGG16 {m['FD-VGG16']:6.2f}  "
+    print(f"{name:52s} judge {m['preservation']:6.1%}  FD-domain {m['FD-domain']:6.2f}  FD-VGG16 {m['FD-VGG16']:6.2f}  "
           f"div {m['lpips_diversity']:.4f}  collapse {m['collapse_rate']:6.1%}")
 
 # %%
@@ -210,9 +231,11 @@ plt.show()
 # %% [markdown]
 # ## Temperature: the preservation–diversity trade-off
 #
-# Each point: `sweep_generated` images per unseen character (k = 3). The CPM's temperature, k-nearest
-# sampling's temperature and AGE's edit strength α each trade category preservation for diversity; a method
-# whose curve lies above and to the right of another's gives more diversity at the same preservation.
+# Each point: `sweep_generated` images per unseen character (k = 3). The CPM's temperature, the number of
+# candidates k-nearest sampling draws from (uniformly; its temperature barely moves it, as its codes stay near
+# the shots'), and AGE's edit strength α each trade category preservation for diversity; a method whose curve
+# lies above and to the right of another's gives more diversity at the same preservation. Sweep points use
+# fewer images than the table, so their FDs are not comparable with the table's; preservation and diversity are.
 
 # %%
 sweep_protocol = evaluation.lofgan_protocol(ds, 3, sweep_generated, eval_real, seed)
@@ -220,22 +243,26 @@ age_state, age_info = load_module(require(f"{age_checkpoint}.safetensors", "note
 age_model = age_lib.AGE(age_lib.AGEConfig.from_dict(age_info["age"]))
 age_model.load_state_dict(age_state)
 gaussian = age_lib.fit_coefficient_gaussian(age_model, w, seen_emb[seen_labels])
-curves = {"TAGE (CPM temperature)": [(float(t), generators.tage(model, cpm, S, float(t), top_k, decode_steps, invert, decode_order))
-                                     for t in temperature_sweep.split(",")],
-          f"k-nearest sampling ({knn_k}, temperature)": [(float(t), generators.knn_sampling(model, cb, S, knn_k, float(t), invert))
-                                                         for t in knn_temperatures.split(",")],
+curves = {f"TAGE (temperature; {resample} layers)": [
+              (float(t), generators.tage(model, cpm, S, float(t), top_k, decode_steps, invert, decode_order, resample=resample))
+              for t in temperature_sweep.split(",")],
+          f"TAGE (re-sampled layers; T={temperature:g})": [
+              (int(r), generators.tage(model, cpm, S, temperature, top_k, decode_steps, invert, decode_order, resample=int(r)))
+              for r in resample_sweep.split(",")],
+          "k-nearest sampling (candidates, uniform)": [(int(c), generators.knn_sampling(model, cb, S, int(c), 1e3, invert))
+                                                       for c in knn_candidates.split(",")],
           "AGE (α)": [(float(a), generators.age(model, age_model, gaussian, float(a), invert)) for a in alpha_sweep.split(",")]}
 sweep = {name: [(v, evaluation.evaluate(fn, sweep_protocol, ruler, seed=seed, progress=False).metrics) for v, fn in pts]
          for name, pts in curves.items()}
 decoding = {f"{order}, {steps} passes": evaluation.evaluate(
     generators.tage(model, cpm, S, temperature, top_k, steps, invert, order), sweep_protocol, ruler, seed=seed,
     progress=False).metrics for order, steps in (("confidence", max(1, len(S) // 2)), ("confidence", len(S)), ("random", len(S)))}
-print(f"decoding at T = {temperature:g} ({sweep_generated} images per character, k = 3):")
+print(f"decoding all layers from w̄ alone at T = {temperature:g} ({sweep_generated} images per character, k = 3):")
 for name, m in decoding.items():
     print(f"  {name:22s} judge {m['preservation']:6.1%}  div {m['lpips_diversity']:.4f}  collapse {m['collapse_rate']:5.1%}  "
           f"FD-domain {m['FD-domain']:6.2f}")
 fig, ax = plt.subplots(figsize=(6.5, 4.5))
-for (name, pts), marker in zip(sweep.items(), "osd"):
+for (name, pts), marker in zip(sweep.items(), "o^sd"):
     ax.plot([m["lpips_diversity"] for _, m in pts], [m["preservation"] for _, m in pts], marker + "-", label=name)
     for v, m in pts:
         ax.annotate(f"{v:g}", (m["lpips_diversity"], m["preservation"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
@@ -250,7 +277,7 @@ plt.show()
 # ## Few-shot classification gain, held-out fonts and sampling throughput
 
 # %%
-tage_k3 = f"TAGE w/o PSM (CPM, T={temperature:g}), k=3"
+tage_k3 = f"{tage_name}, k=3"
 gains = {tage_k3: evaluation.few_shot_gain(methods[tage_k3][0], ds, episodes=episodes, n_generated=episode_generated,
                                            seed=seed)} if episodes else {}
 heldout = {name: evaluation.heldout_recognition(fn, ds, ruler, k, seed=seed) for name, (fn, k) in methods.items()}

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tagelib.codebook import nearest_codes
 from tagelib.config import build_config
 
 
@@ -173,14 +174,15 @@ def sample_logits(logits: Tensor, temperature: float, top_k: int = 0, generator:
 @torch.no_grad()
 def sample(cpm: CodePredictor, cond: Tensor, temperature: float = 1.0, top_k: int = 0, steps: int = 4,
            prompt: Tensor | None = None, fixed: Tensor | None = None, fixed_codes: Tensor | None = None,
-           order: str = "confidence", generator: torch.Generator | None = None) -> Tensor:
+           order: str = "confidence", generator: torch.Generator | None = None, guidance: float = 1.0) -> Tensor:
     """MaskGIT decoding: codes (B, |S|) for conditioning codes cond (B, L, D).
 
     Each of `steps` passes samples every masked layer and keeps the most confident so that cos(π/2 · t/steps)·|S|
     stay masked after pass t (all fixed after the last). `order="random"` keeps a random subset instead of the most
     confident (with steps = |S|: any-order ancestral sampling, an exact sample of the model's chain of conditionals;
     confidence ordering favours the modes). `fixed` (B, |S|) bool with `fixed_codes` (B, |S|) holds those layers'
-    codes and re-samples the others. Temperature 0 is greedy (argmax) decoding.
+    codes and re-samples the others. Temperature 0 is greedy (argmax) decoding. `guidance` g (with a prompt):
+    classifier-free guidance, logits = l_null + g · (l_prompt − l_null); 1 is the prompted model as trained.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -193,7 +195,11 @@ def sample(cpm: CodePredictor, cond: Tensor, temperature: float = 1.0, top_k: in
     masked = torch.ones(B, n, dtype=torch.bool, device=cond.device) if fixed is None else ~fixed
     n_free = masked.sum(1)  # (B,)
     for t in range(steps):
-        drawn, conf = sample_logits(cpm(cond, codes, masked, prompt), temperature, top_k, generator)  # (B, |S|) each
+        logits = cpm(cond, codes, masked, prompt)  # (B, |S|, N)
+        if prompt is not None and guidance != 1.0:
+            null = cpm(cond, codes, masked, prompt, torch.zeros(B, dtype=torch.bool, device=cond.device))
+            logits = null + guidance * (logits - null)
+        drawn, conf = sample_logits(logits, temperature, top_k, generator)  # (B, |S|) each
         codes = torch.where(masked, drawn, codes)
         keep_masked = torch.floor(mask_schedule(torch.tensor((t + 1) / steps)) * n_free).long()  # (B,)
         if order == "random":
@@ -203,3 +209,33 @@ def sample(cpm: CodePredictor, cond: Tensor, temperature: float = 1.0, top_k: in
         masked = rank < keep_masked[:, None]
     cpm.train(was_training)
     return codes
+
+
+@torch.no_grad()
+def edit_shots(cpm: CodePredictor, w_shots: Tensor, layers: list[int], n: int, resample: int, temperature: float = 1.0,
+               top_k: int = 0, order: str = "random", prompt: Tensor | None = None,
+               generator: torch.Generator | None = None, guidance: float = 1.0) -> Tensor:
+    """TAGE's attribute editing of k shots: n W+ codes (n, L, D), shots cycled.
+
+    Each sample starts from one shot, written around the k-shot class embedding w̄ as its nearest CLM codes on S plus
+    the detail the codes miss (a − C[idx]); the CPM re-samples `resample` random layers' codes given w̄ [, prompt] and
+    the shot's codes on the other layers (decoding one layer per pass; `guidance` as in `sample`). `resample` = 0
+    gives the shots back exactly.
+    w_shots (k, L, D); prompt (n, prompt_dim) or None.
+    """
+    n_edit = len(layers)
+    if not 0 <= resample <= n_edit:
+        raise ValueError(f"resample must be in [0, {n_edit}], got {resample}")
+    w_bar = w_shots.mean(0)  # (L, D)
+    a = w_shots[:, layers] - w_bar[layers]  # (k, |S|, D) residuals
+    idx, _ = nearest_codes(a, cpm.codebook)  # (k, |S|)
+    detail = a - cpm.codebook[idx]  # (k, |S|, D)
+    shot = torch.arange(n) % len(w_shots)  # (n,) shots cycled
+    rank = torch.rand(n, n_edit, generator=generator).argsort(1).argsort(1)
+    fixed = rank >= resample  # (n, |S|): `resample` random layers free per sample
+    cond = w_bar.expand(n, -1, -1)
+    codes = idx[shot] if resample == 0 else sample(cpm, cond, temperature, top_k, max(1, resample), prompt, fixed,
+                                                   idx[shot], order, generator, guidance)
+    out = cond.clone()
+    out[:, layers] = w_bar[layers] + cpm.codebook[codes] + detail[shot]
+    return out

@@ -122,23 +122,29 @@ def knn_sampling(model: LatentSpace, codebook: Codebook, layers: list[int], knn_
     return generate
 
 
-def tage(model: LatentSpace, cpm, layers: list[int], temperature: float = 1.0, top_k: int = 0, steps: int = 4,
-         invert: Invert | None = None, order: str = "confidence", prompts: torch.Tensor | None = None,
-         condition: str = "class_embedding") -> GenerateFn:
-    """TAGE: CLM codes sampled by the CPM (`tagelib.cpm.sample`) around the k-shot class embedding w̄, decoded.
+def tage(model: LatentSpace, cpm, layers: list[int], temperature: float = 1.0, top_k: int = 0, steps: int = 8,
+         invert: Invert | None = None, order: str = "random", prompts: torch.Tensor | None = None,
+         resample: int | None = None, condition: str = "class_embedding", guidance: float = 1.0) -> GenerateFn:
+    """TAGE: CLM codes predicted by the CPM around the k-shot class embedding w̄, decoded.
 
-    `order`: MaskGIT's confidence-ordered or random-ordered decoding. `prompts` (P, E) CLIP text embeddings (PSM):
-    sample i gets prompt i mod P. `condition="own_code"` conditions
-    on each shot's own code instead of w̄ (the control trained with that condition), shots cycled.
+    `resample` = r: attribute editing of the shots (`tagelib.cpm.edit_shots`: r random layers of each shot re-sampled,
+    the shot's other codes and its detail kept); None: all |S| codes sampled from w̄ alone (`steps` passes, `order`).
+    `prompts` (P, E) CLIP text embeddings (PSM): sample i gets prompt i mod P, with classifier-free `guidance`
+    (`tagelib.cpm.sample`). `condition="own_code"` conditions on
+    each shot's own code instead of w̄ (the control trained with that condition; sampling from it alone).
     """
     invert = invert or model.encode_batched
 
     def generate(category, shots, n, generator):
         w = invert(shots)  # (k, L, D)
+        prompt = None if prompts is None else _cycle(prompts, n)
+        if resample is not None:
+            return model.decode_batched(cpm_lib.edit_shots(cpm, w, layers, n, resample, temperature, top_k, order,
+                                                           prompt, generator, guidance))
         w_bar = w.mean(0).expand(n, -1, -1)  # (n, L, D)
         cond = w_bar if condition == "class_embedding" else _cycle(w, n)
-        prompt = None if prompts is None else _cycle(prompts, n)
-        codes = cpm_lib.sample(cpm, cond, temperature, top_k, steps, prompt=prompt, order=order, generator=generator)
+        codes = cpm_lib.sample(cpm, cond, temperature, top_k, steps, prompt=prompt, order=order, generator=generator,
+                               guidance=guidance)
         return model.decode_batched(compose(w_bar, cpm.codebook[codes], layers, base=w_bar))
 
     return generate

@@ -107,7 +107,8 @@ RULES: dict[str, Rule] = {
     "clip_lr": positive(), "probe_lr": positive(), "cpm_lr": positive(), "psm_lr": positive(),
     "dropout": Rule("a number in [0, 1)", lambda v: 0 <= v < 1), "prompt_dropout": Rule("a number in [0, 1)", lambda v: 0 <= v < 1),
     "temperature_sweep": Rule('comma-separated numbers > 0 (e.g. "0.5,1")', lambda v: all(_is_float(t) and float(t) > 0 for t in v.split(","))),
-    "knn_temperatures": Rule('comma-separated numbers > 0 (e.g. "0.5,1")', lambda v: all(_is_float(t) and float(t) > 0 for t in v.split(","))),
+    "knn_candidates": int_list_rule(), "guidance_sweep": Rule('comma-separated finite numbers (e.g. "1,3")',
+                                                              lambda v: all(_is_float(t) for t in v.split(","))), "resample_sweep": int_list_rule(lo=0),
     "augment": Rule("a number in [0, 1]", lambda v: 0 <= v <= 1),
     "pseudo_fraction": Rule("a number in [0, 1]", lambda v: 0 <= v <= 1),
     "val_fraction": Rule("a number in (0, 1)", lambda v: 0 < v < 1), "collapse_quantile": Rule("a number in (0, 1)", lambda v: 0 < v < 1), "knn_temperature": positive(), "alpha": finite(),
@@ -182,6 +183,9 @@ def check_layers(notebook: str, params: dict[str, Any], n_latent: int, source: s
 
 def check_relations(notebook: str, values: dict[str, Any]) -> None:
     """Constraints between parameters of one notebook (`values`: defaults with the injected values on top)."""
+    if "resample" in values and "edit_layers" in values and values["resample"] > len(int_list(values["edit_layers"])):
+        raise ParameterError(f"{notebook}: resample={values['resample']} exceeds the {len(int_list(values['edit_layers']))} "
+                             f"edited layers of edit_layers={values['edit_layers']!r}")
     if "d_model" in values and "heads" in values and values["d_model"] % values["heads"]:
         raise ParameterError(f"{notebook}: d_model={values['d_model']} must be divisible by heads={values['heads']}")
     if "age_groups" in values and "edit_layers" in values:

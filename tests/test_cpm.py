@@ -149,3 +149,20 @@ def test_training_learns_a_category_dependent_code():
     assert hist["loss"][-1] < hist["loss"][0] / 3
     codes = sample(cpm, w[[0, 39]], temperature=0.0)
     assert codes[0].tolist() == [3] * S and codes[1].tolist() == [11] * S
+
+
+def test_edit_shots_keeps_the_shots_at_zero_and_only_the_resampled_layers_change():
+    from tagelib.cpm import edit_shots
+
+    cpm = tiny_cpm()
+    layers = [0, 2, 3]  # S inside L = 4 layers: layer 1 is never edited
+    shots = torch.randn(2, L, D)
+    gen = torch.Generator().manual_seed(0)
+    same = edit_shots(cpm, shots, layers, 4, resample=0, generator=gen)
+    torch.testing.assert_close(same[:, layers], shots[torch.arange(4) % 2][:, layers])
+    torch.testing.assert_close(same[:, 1], shots.mean(0)[1].expand(4, -1))
+    edited = edit_shots(cpm, shots, layers, 200, resample=1, temperature=3.0, generator=gen)
+    changed = (edited[:, layers] - shots[torch.arange(200) % 2][:, layers]).abs().sum(-1) > 1e-5  # (200, |S|)
+    assert changed.sum(1).le(1).all() and changed.any()  # at most the one re-sampled layer moves
+    with pytest.raises(ValueError, match="resample"):
+        edit_shots(cpm, shots, layers, 4, resample=4)

@@ -103,3 +103,15 @@ def test_the_runner_knows_the_probe_attributes_and_the_clip_prompts():
     from tagelib.params import PROMPT_WORDS
 
     assert PROMPT_WORDS == ATTRIBUTES == tuple(ATTRIBUTE_PROMPTS)
+
+
+def test_classifier_free_guidance_interpolates_between_null_and_prompt():
+    from tagelib.cpm import sample
+
+    cpm = psm.with_prompt_token(base_cpm(), E)
+    torch.nn.init.normal_(cpm.prompt_in.weight, std=2.0)  # a prompt that matters
+    cond, prompt = torch.randn(64, L, D), torch.randn(64, E)
+    run = lambda **kw: sample(cpm, cond, temperature=0.0, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(run(prompt=prompt, guidance=1.0), run(prompt=prompt))
+    assert torch.equal(run(prompt=prompt, guidance=0.0), run())  # g = 0: the null prompt
+    assert not torch.equal(run(prompt=prompt, guidance=4.0), run(prompt=prompt))
