@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from tagelib.atomic import write_text_atomic
-from tagelib.attribute_probe import (ATTRIBUTES, AttributeProbe, ProbeConfig, ProbeTrainConfig, attribute_labels,
+from tagelib.attribute_probe import (AttributeProbe, ProbeConfig, ProbeTrainConfig, attribute_labels,
                                      load_probe, probe_accuracy, save_probe, train_probe)
 from tagelib.clip_glyph import (ATTRIBUTE_PROMPTS, ClipTrainConfig, GlyphClipConfig, clip_size_bytes, create_clip,
                                 embed_images, encode_text, full_caption, load_clip, prompt_auc, random_caption,

@@ -31,7 +31,6 @@ import json
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from tagelib import age as age_lib

@@ -55,9 +55,8 @@ from tagelib import age as age_lib
 from tagelib import clm, cpm as cpm_lib, evaluation, fewshot, generators, report
 from tagelib.atomic import write_text_atomic
 from tagelib.checkpoints import load_module, save_module
-from tagelib.codebook import Codebook, CodebookConfig
-from tagelib.cpm_train import CPMTrainConfig, cpm_data, train_cpm
-from tagelib.factorize import compose, residuals
+from tagelib.cpm_train import CPMTrainConfig, load_codebook, seen_code_data, train_cpm
+from tagelib.factorize import class_embeddings, compose, residuals
 from tagelib.paths import require
 from tagelib.plotting import save_figure, smooth, verdict_figure
 
@@ -108,17 +107,10 @@ throughput_batch: int = 256  # batch of the sampling-throughput measurement
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_context(
     "04_code_prediction", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads)
-state, info = load_module(require(f"{codebook}.safetensors", "notebook 03_codebook_learning"))
-cb = Codebook(CodebookConfig(**info["codebook"]))
-cb.load_state_dict(state)
-cb.eval()
-if list(info["edit_layers"]) != S:
-    raise ValueError(f"the codebook was trained on layers {info['edit_layers']}, this notebook edits {S}: "
-                     f"set edit_layers={','.join(map(str, info['edit_layers']))} or retrain notebook 03")
+cb = load_codebook(codebook, S)
 invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
-w, labels, styles, images = fewshot.training_codes(model, ds, max_styles, seed)
-seen_labels, seen_emb = fewshot.seen_class_embeddings(w, labels, ds)
-data = cpm_data(w, seen_labels, seen_emb[seen_labels], cb, S)
+data, styles, images = seen_code_data(model, ds, cb, S, max_styles, seed)
+w = data.w
 print(f"{len(w)} training codes of {len(ds.seen)} seen characters; codebook N = {cb.config.num_codes}, |S| = {len(S)}; "
       f"shots: E + {refine_steps} refinement steps")
 
@@ -242,7 +234,7 @@ sweep_protocol = evaluation.lofgan_protocol(ds, 3, sweep_generated, eval_real, s
 age_state, age_info = load_module(require(f"{age_checkpoint}.safetensors", "notebook 02_attribute_factorization"))
 age_model = age_lib.AGE(age_lib.AGEConfig.from_dict(age_info["age"]))
 age_model.load_state_dict(age_state)
-gaussian = age_lib.fit_coefficient_gaussian(age_model, w, seen_emb[seen_labels])
+gaussian = age_lib.fit_coefficient_gaussian(age_model, w, class_embeddings(w, data.labels)[data.labels])
 curves = {f"TAGE (temperature; {resample} layers)": [
               (float(t), generators.tage(model, cpm, S, float(t), top_k, decode_steps, invert, decode_order, resample=resample))
               for t in temperature_sweep.split(",")],

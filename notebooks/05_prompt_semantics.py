@@ -45,19 +45,17 @@
 
 # %%
 import json
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from tagelib import clip_glyph, cpm as cpm_lib, evaluation, fewshot, generators, psm, report
+from tagelib import clip_glyph, evaluation, fewshot, generators, psm, report
 from tagelib.atomic import write_text_atomic
 from tagelib.attribute_probe import ATTRIBUTES, load_probe
-from tagelib.checkpoints import load_module, save_module
-from tagelib.codebook import Codebook, CodebookConfig
-from tagelib.cpm_train import CPMTrainConfig, cpm_data
-from tagelib.paths import require, resolve
+from tagelib.checkpoints import save_module
+from tagelib.cpm_train import CPMTrainConfig, load_codebook, load_cpm, seen_code_data
+from tagelib.paths import resolve
 from tagelib.plotting import save_figure, smooth, verdict_grid
 
 # %% tags=["parameters"]
@@ -105,13 +103,8 @@ refine_lr: float = 0.03  # Adam learning rate of that refinement
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_context(
     "05_prompt_semantics", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads)
-cb_state, cb_info = load_module(require(f"{codebook}.safetensors", "notebook 03_codebook_learning"))
-cb = Codebook(CodebookConfig(**cb_info["codebook"]))
-cb.load_state_dict(cb_state)
-cpm_state, cpm_info = load_module(require(f"{cpm}.safetensors", "notebook 04_code_prediction"))
-base_cpm = cpm_lib.CodePredictor(cpm_lib.CPMConfig(**cpm_info["cpm"]), cb.embed.detach())
-base_cpm.load_state_dict(cpm_state)
-base_cpm.eval()
+cb = load_codebook(codebook, S)
+base_cpm, cpm_info = load_cpm(cpm)
 clip_model, tokenizer = clip_glyph.load_clip(resolve(clip))
 probe = load_probe(resolve(attribute_probe))
 prompt_words = [p.strip() for p in prompts.split(",")]
@@ -119,9 +112,7 @@ unknown = [p for p in prompt_words if p not in ATTRIBUTES]
 if unknown:
     raise ValueError(f"prompts {unknown} have no attribute probe; choose among {list(ATTRIBUTES)}")
 invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
-w, labels, styles, images = fewshot.training_codes(model, ds, max_styles, seed)
-seen_labels, seen_emb = fewshot.seen_class_embeddings(w, labels, ds)
-data = cpm_data(w, seen_labels, seen_emb[seen_labels], cb, S)
+data, styles, images = seen_code_data(model, ds, cb, S, max_styles, seed)
 embed_text = lambda texts: clip_glyph.encode_text(clip_model, tokenizer, texts)
 print(f"CPM from notebook 04 ({cpm_info['train']['steps']} steps, {cpm_info['train_seconds']:.0f} s); glyph CLIP: "
       f"embedding size {clip_model.text_projection.shape[1]}, trained {clip_model.training_info.get('train_seconds', float('nan')):.0f} s")

@@ -17,11 +17,13 @@ from typing import Callable, NamedTuple
 import torch
 from tqdm.auto import trange
 
-from tagelib import clm
-from tagelib.codebook import Codebook
+from tagelib import clm, fewshot
+from tagelib.checkpoints import load_module
+from tagelib.codebook import Codebook, CodebookConfig
 from tagelib.config import build_config, check_choice
-from tagelib.cpm import CodePredictor, cpm_loss, random_mask
+from tagelib.cpm import CodePredictor, CPMConfig, cpm_loss, random_mask
 from tagelib.factorize import residuals
+from tagelib.paths import require
 
 CONDITIONS = ("class_embedding", "own_code")
 
@@ -149,3 +151,34 @@ def train_cpm(cpm: CodePredictor, data: CPMData, cfg: CPMTrainConfig, prompts: P
             hist.setdefault(key, []).append(value)
     cpm.eval()
     return hist
+
+
+# ----------------------------------------------------------------------------- what notebooks 04 and 05 start from
+
+
+def load_codebook(stem: str, layers: list[int]) -> Codebook:
+    """The CLM codebook of notebook 03 (`<stem>.safetensors`), checked to quantize the same edited layers."""
+    state, info = load_module(require(f"{stem}.safetensors", "notebook 03_codebook_learning"))
+    codebook = Codebook(CodebookConfig(**info["codebook"]))
+    codebook.load_state_dict(state)
+    if list(info["edit_layers"]) != list(layers):
+        raise ValueError(f"the codebook was trained on layers {info['edit_layers']}, this notebook edits {layers}: "
+                         f"set edit_layers={','.join(map(str, info['edit_layers']))} or retrain notebook 03")
+    return codebook.eval()
+
+
+def load_cpm(stem: str) -> tuple[CodePredictor, dict]:
+    """The CPM of notebook 04 (`<stem>.safetensors`, its codebook inside) in eval mode, and its stored info."""
+    state, info = load_module(require(f"{stem}.safetensors", "notebook 04_code_prediction"))
+    cpm = CodePredictor(CPMConfig(**info["cpm"]), state["codebook"])
+    cpm.load_state_dict(state)
+    return cpm.eval(), info
+
+
+def seen_code_data(model, ds, codebook: Codebook, layers: list[int], max_styles: int, seed: int
+                   ) -> tuple[CPMData, torch.Tensor, torch.Tensor]:
+    """The CPM's training data from seen-category training glyphs (`fewshot.training_codes`), with each code's
+    style id (N,) and image (N, 1, H, W)."""
+    w, labels, styles, images = fewshot.training_codes(model, ds, max_styles, seed)
+    seen_labels, seen_emb = fewshot.seen_class_embeddings(w, labels, ds)
+    return cpm_data(w, seen_labels, seen_emb[seen_labels], codebook, layers), styles, images

@@ -258,7 +258,7 @@ def test_the_cli_exits_non_zero_with_the_message_only():
     out = subprocess.run([sys.executable, "-m", "tagelib.run", "--profile", "tiny", "--set", "seed=abc"],
                          cwd=REPO_ROOT, capture_output=True, text=True)
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert out.stderr.strip() == "00_data: seed='abc' is a str; seed must be an int >= 0 (drives which styles appear in the grids)"
+    assert out.stderr.strip() == "00_clip: seed='abc' is a str; seed must be an int >= 0 (seeds training, captions and the figure)"
 
 
 def _data_hashes():
