@@ -55,7 +55,7 @@ from tagelib import age as age_lib
 from tagelib import clm, cpm as cpm_lib, evaluation, fewshot, generators, report
 from tagelib.atomic import write_text_atomic
 from tagelib.checkpoints import load_module, save_module
-from tagelib.cpm_train import CPMTrainConfig, load_codebook, seen_code_data, train_cpm
+from tagelib.cpm_train import CPMTrainConfig, code_statistics, load_codebook, seen_code_data, train_cpm
 from tagelib.factorize import class_embeddings, compose, residuals
 from tagelib.paths import require
 from tagelib.plotting import save_figure, smooth, verdict_figure
@@ -156,30 +156,16 @@ plt.show()
 protocols = {k: evaluation.lofgan_protocol(ds, k, eval_generated, eval_real, seed) for k in (1, 3)}
 
 
-@torch.no_grad()
-def sampled_codes(predictor, condition: str, history: dict, k: int = 3, n: int = 128) -> dict:
-    """Training fit, first-pass confidence, agreement with NN matching's codes and distinct combinations."""
-    gen, agree, distinct, top1 = torch.Generator().manual_seed(seed), [], [], []
-    for c in protocols[k].categories:
-        wk = invert(protocols[k].shots(c))
-        nn_codes = clm.quantize(cb, residuals(wk, wk.mean(0), S))[1]  # (k, |S|)
-        cond = wk.mean(0).expand(n, -1, -1) if condition == "class_embedding" else wk[torch.arange(n) % len(wk)]
-        all_masked = torch.ones(n, len(S), dtype=torch.bool)
-        top1.append(predictor(cond, torch.zeros_like(all_masked, dtype=torch.long), all_masked).softmax(-1).amax(-1).mean().item())
-        codes = cpm_lib.sample(predictor, cond, temperature, top_k, decode_steps, order=decode_order, generator=gen)  # (n, |S|)
-        agree.append((codes[:, None] == nn_codes[None]).any(1).float().mean().item())
-        distinct.append(len(codes.unique(dim=0)))
-    return {"train_masked_accuracy": float(np.mean(history["accuracy"][-50:])), "train_ce": float(np.mean(history["ce"][-50:])),
-            "first_pass_top1_probability": float(np.mean(top1)), "agreement_with_NN": float(np.mean(agree)),
-            "distinct_per_128": float(np.mean(distinct))}
-
-
-codes_table = {"CPM, p(codes | class embedding) [TAGE]": sampled_codes(cpm, "class_embedding", hist)}
+shot_codes = [invert(protocols[3].shots(c)) for c in protocols[3].categories]  # each (3, L, D)
+code_stats = dict(codebook=cb, layers=S, temperature=temperature, top_k=top_k, steps=decode_steps, order=decode_order,
+                  seed=seed)
+codes_table = {"CPM, p(codes | class embedding) [TAGE]": code_statistics(cpm, shot_codes, history=hist, **code_stats)}
 if control_steps:
     control = cpm_lib.CodePredictor(cpm_cfg, cb.embed.detach())
     control_hist = train_cpm(control, data, CPMTrainConfig(**{**train_cfg.__dict__, "steps": control_steps,
                                                                "condition": "own_code"}), desc="own-code control")
-    codes_table["control, p(codes | own code)"] = sampled_codes(control, "own_code", control_hist)
+    codes_table["control, p(codes | own code)"] = code_statistics(control, shot_codes, history=control_hist,
+                                                                   condition="own_code", **code_stats)
 print(json.dumps(codes_table, indent=1))
 
 # %% [markdown]

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
 from tqdm.auto import trange
 
@@ -21,7 +22,7 @@ from tagelib import clm, fewshot
 from tagelib.checkpoints import load_module
 from tagelib.codebook import Codebook, CodebookConfig
 from tagelib.config import build_config, check_choice
-from tagelib.cpm import CodePredictor, CPMConfig, cpm_loss, random_mask
+from tagelib.cpm import CodePredictor, CPMConfig, cpm_loss, random_mask, sample
 from tagelib.factorize import residuals
 from tagelib.paths import require
 
@@ -182,3 +183,30 @@ def seen_code_data(model, ds, codebook: Codebook, layers: list[int], max_styles:
     w, labels, styles, images = fewshot.training_codes(model, ds, max_styles, seed)
     seen_labels, seen_emb = fewshot.seen_class_embeddings(w, labels, ds)
     return cpm_data(w, seen_labels, seen_emb[seen_labels], codebook, layers), styles, images
+
+
+@torch.no_grad()
+def code_statistics(cpm: CodePredictor, shot_codes: list[torch.Tensor], codebook: Codebook, layers: list[int],
+                    history: dict, condition: str = "class_embedding", n: int = 128, temperature: float = 1.0,
+                    top_k: int = 0, steps: int = 8, order: str = "random", seed: int = 0) -> dict:
+    """What a CPM does with unseen categories' shots, beside how well it fit its training codes.
+
+    `shot_codes` holds one (k, L, D) tensor of inverted shots per category. Returned: the masked-token accuracy and
+    CE over the last 50 training steps of `history`; the mean probability of the most likely code per layer in the
+    first (all-masked) pass (1 = deterministic); the share of sampled layer codes equal to one of the shots' NN codes
+    around their mean (NN matching's codes); the mean number of distinct code combinations among the n samples per category.
+    """
+    check_choice("condition", condition, CONDITIONS)
+    gen, top1, agree, distinct = torch.Generator().manual_seed(seed), [], [], []
+    for wk in shot_codes:  # (k, L, D)
+        nn_codes = clm.quantize(codebook, residuals(wk, wk.mean(0), layers))[1]  # (k, |S|)
+        cond = wk.mean(0).expand(n, -1, -1) if condition == "class_embedding" else wk[torch.arange(n) % len(wk)]
+        all_masked = torch.ones(n, len(layers), dtype=torch.bool)
+        first_pass = cpm(cond, torch.zeros(n, len(layers), dtype=torch.long), all_masked).softmax(-1)  # (n, |S|, N)
+        top1.append(first_pass.amax(-1).mean().item())
+        codes = sample(cpm, cond, temperature, top_k, steps, order=order, generator=gen)  # (n, |S|)
+        agree.append((codes[:, None] == nn_codes[None]).any(1).float().mean().item())
+        distinct.append(len(codes.unique(dim=0)))
+    return {"train_masked_accuracy": float(np.mean(history["accuracy"][-50:])),
+            "train_ce": float(np.mean(history["ce"][-50:])), "first_pass_top1_probability": float(np.mean(top1)),
+            "agreement_with_NN": float(np.mean(agree)), "distinct_combinations": float(np.mean(distinct))}

@@ -166,3 +166,29 @@ def test_edit_shots_keeps_the_shots_at_zero_and_only_the_resampled_layers_change
     assert changed.sum(1).le(1).all() and changed.any()  # at most the one re-sampled layer moves
     with pytest.raises(ValueError, match="resample"):
         edit_shots(cpm, shots, layers, 4, resample=4)
+
+
+def test_code_statistics_sees_a_deterministic_cpm_that_copies_or_avoids_nn_matching():
+    """A CPM whose head always picks one code: top-1 probability ≈ 1, one distinct combination, and agreement
+    with NN matching 1 when that code is the shots' nearest code, 0 when it is not."""
+    from tagelib.codebook import Codebook, CodebookConfig
+    from tagelib.cpm_train import code_statistics
+
+    codebook = Codebook(CodebookConfig(num_codes=N, dim=D))
+    with torch.no_grad():
+        codebook.embed.copy_(torch.randn(N, D) * 100)
+        codebook.embed[5] = 0.0  # the shots' small residuals are all nearest to code 5
+    shots = [torch.randn(3, L, D) * 0.01 for _ in range(2)]
+    history = {"accuracy": [0.5] * 60, "ce": [1.0] * 60}
+    for favoured, expected_agreement in ((5, 1.0), (9, 0.0)):
+        cpm = tiny_cpm()
+        with torch.no_grad():
+            cpm.head[-1].weight.zero_()
+            cpm.head[-1].bias.copy_(F.one_hot(torch.tensor(favoured), N).float() * 50)
+        stats = code_statistics(cpm, shots, codebook, layers=[0, 1, 3], history=history, n=16)
+        assert stats["first_pass_top1_probability"] > 0.99
+        assert stats["distinct_combinations"] == 1.0
+        assert stats["agreement_with_NN"] == expected_agreement
+        assert stats["train_masked_accuracy"] == 0.5
+    with pytest.raises(ValueError, match="condition"):
+        code_statistics(cpm, shots, codebook, [0, 1, 3], history, condition="label")
