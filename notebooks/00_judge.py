@@ -154,7 +154,7 @@ plt.show()
 
 # %%
 s, c = parts["reference"]
-x, pred = GlyphDataset.to_tensor(ds.images[s, c]), accuracy["reference"]["predicted"]
+x, pred = ds.tensor(s, c), accuracy["reference"]["predicted"]
 canon = model.canonical
 wrong = torch.nonzero(canon[pred] != canon[torch.from_numpy(c)]).flatten()[:24]
 if len(wrong):

@@ -225,14 +225,14 @@ if refine_steps > 0:
 if before is not None:
     recon_rows["E→G, compare_checkpoint"] = before.decode_batched(before.encode_batched(x_h))
 moves = latent_eval.transfer_pairs(ds, ds.split_info["heldout_styles"], ds.unseen, ds.unseen, 8, show_rng)
-source = GlyphDataset.to_tensor(ds.images[moves[:, 0], moves[:, 1]])
+source = ds.tensor(moves[:, 0], moves[:, 1])
 mean_of = dict(zip(ds.unseen, latent_eval.category_means(model, ds, ds.unseen, ds.split_info["train_styles"],
                                                           max_styles=100, seed=seed)))
 shift = torch.stack([mean_of[t] - mean_of[c] for c, t in moves[:, 1:3]])
 transfer_rows = {"source": source, "transfer, E": model.decode_batched(model.encode_batched(source) + shift)}
 if refine_steps > 0:
     transfer_rows[f"transfer, E + {refine_steps}"] = model.decode_batched(refine(model, source) + shift)
-transfer_rows["truth"] = GlyphDataset.to_tensor(ds.images[moves[:, 0], moves[:, 2]])
+transfer_rows["truth"] = ds.tensor(moves[:, 0], moves[:, 2])
 source_cats, target_cats = torch.from_numpy(moves[:, 1]), torch.from_numpy(moves[:, 2])
 fig, axes = plt.subplots(1, 2, figsize=(14, 3.2), gridspec_kw={"width_ratios": [12, 8]})
 verdict_grid(torch.stack(list(recon_rows.values())), torch.stack([ruler.recognised(r, c_h) for r in recon_rows.values()]),
@@ -289,10 +289,10 @@ for k, v in transfer.items():
 # %%
 pairs = latent_eval.transfer_pairs(ds, heldout_styles, ds.unseen, ds.unseen, 10, rng)
 f, c, t, _ = pairs.T
-src = GlyphDataset.to_tensor(ds.images[f, c])
+src = ds.tensor(f, c)
 moved = model.decode_batched(torch.stack([class_means[k] for k in t]) + model.encode_batched(src)
                              - torch.stack([class_means[k] for k in c]))
-truth = GlyphDataset.to_tensor(ds.images[f, t])
+truth = ds.tensor(f, t)
 verdicts = [ruler.recognised(x, torch.from_numpy(k)) for x, k in ((src, c), (moved, t), (truth, t))]
 fig, ax = plt.subplots(figsize=(6, 2.2))
 verdict_grid(torch.stack([src, moved, truth]), torch.stack(verdicts), ax=ax,

@@ -36,14 +36,14 @@ def shot_codes(model: LatentSpace, ds: GlyphDataset, shots: dict[int, list[int]]
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes of the shots (C, k, L, D) and the k-shot class embeddings w̄ (C, L, D), in `shots` order.
     `invert(x) -> w` is the pipeline's inversion (default: E alone)."""
-    imgs = torch.stack([GlyphDataset.to_tensor(ds.images[styles, c]) for c, styles in shots.items()])  # (C, k, 1, H, W)
+    imgs = torch.stack([ds.tensor(styles, c) for c, styles in shots.items()])  # (C, k, 1, H, W)
     w = (invert or model.encode_batched)(imgs.flatten(0, 1)).unflatten(0, imgs.shape[:2])
     return w, w.mean(1)
 
 
 def shot_pool_images(ds: GlyphDataset) -> torch.Tensor:
     """Every image of the unseen categories' shot pools (N, 1, H, W): what `ShotInverter.warm` refines up front."""
-    return torch.cat([GlyphDataset.to_tensor(ds.images[ds.pool(ds.categories[c], "unseen_shots"), c]) for c in ds.unseen])
+    return torch.cat([ds.tensor(ds.pool(ds.categories[c], "unseen_shots"), c) for c in ds.unseen])
 
 
 def shot_inverter(model: LatentSpace, ds: GlyphDataset, refine_steps: int, lpips_alex, lr: float = 0.03) -> ShotInverter:
@@ -80,8 +80,8 @@ def transfer_error(model: LatentSpace, ds: GlyphDataset, pairs: np.ndarray, clas
     AGE's dictionary reconstruction; CLM's quantization). Layers outside S come from w̄_t.
     """
     f, c, t = pairs.T
-    src = GlyphDataset.to_tensor(ds.images[f, c])
-    truth = GlyphDataset.to_tensor(ds.images[f, t])
+    src = ds.tensor(f, c)
+    truth = ds.tensor(f, t)
     w_src = model.encode_batched(src)
     ce_c = torch.stack([class_emb[int(k)] for k in c])
     ce_t = torch.stack([class_emb[int(k)] for k in t])
@@ -106,7 +106,7 @@ def training_codes(model: LatentSpace, ds: GlyphDataset, max_styles: int, seed: 
     s_idx, c_idx = np.meshgrid(pick, cats, indexing="ij")
     keep = ds.coverage[s_idx, c_idx]
     s_idx, c_idx = s_idx[keep], c_idx[keep]
-    images = GlyphDataset.to_tensor(ds.images[s_idx, c_idx])
+    images = ds.tensor(s_idx, c_idx)
     return model.encode_batched(images), torch.from_numpy(c_idx), torch.from_numpy(s_idx), images
 
 

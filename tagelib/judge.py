@@ -184,7 +184,7 @@ def real_accuracy(judge: GlyphJudge, ds: GlyphDataset, styles: np.ndarray, cats:
     over the unseen ones, plus the per-category verdicts and confusions (`metrics.category_preservation`)."""
     from tagelib.metrics import category_preservation
 
-    pred, _ = judge.predict(GlyphDataset.to_tensor(ds.images[styles, cats]))
+    pred, _ = judge.predict(ds.tensor(styles, cats))
     y = torch.from_numpy(np.asarray(cats))
     unseen = torch.isin(y, torch.tensor(ds.unseen))
     verdicts = category_preservation(pred, y, ds.categories, ds.seen, judge.canonical)

@@ -42,7 +42,15 @@ class GlyphSet:
 
 
 class GlyphDataset:
-    """The glyph artefact: ink images (S, K, H, W) uint8, coverage (S, K), category names, style metadata, split."""
+    """The glyph artefact: ink images (S, K, H, W) uint8, coverage (S, K), category names, style metadata, split.
+
+    This is also the interface every dataset shares (`tagelib.paper_data` for Animal Faces, Flowers, VGGFaces):
+    `images[styles, categories]` indexes raw images, `tensor(styles, categories)` returns them as model input,
+    `to_tensor` / `to_ink` convert between the two. A "style" is an image slot shared across categories: a font
+    here, an image index in the paper datasets.
+    """
+
+    channels = 1  # image channels of `tensor` (glyphs: one, ink)
 
     def __init__(self, images: np.ndarray, coverage: np.ndarray, categories: list[str], styles: list[dict], split: dict):
         self.images, self.coverage, self.categories, self.styles, self.split_info = images, coverage, categories, styles, split
@@ -113,6 +121,15 @@ class GlyphDataset:
             keep = np.sort(order[rank < max_styles])
             styles, cats = styles[keep], cats[keep]
         return GlyphSet(self.to_tensor(self.images[styles, cats]), torch.from_numpy(cats), torch.from_numpy(styles))
+
+    @property
+    def size(self) -> int:
+        """Side of the square images `tensor` returns."""
+        return int(self.images.shape[-1])
+
+    def tensor(self, styles, categories) -> torch.Tensor:
+        """Model input for index arrays (or ints) of styles and categories: float (..., C, H, W) in [-1, 1]."""
+        return self.to_tensor(self.images[styles, categories])
 
     @staticmethod
     def to_tensor(ink: np.ndarray) -> torch.Tensor:
