@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from tagelib.checkpoint_io import CheckpointMismatchError, load_checked, load_module, save_module
+from tagelib.checkpoints import import_foreign_checkpoint
 from tagelib.paths import checkpoint_file
 from tagelib.psp import EncoderConfig, GradualStyleEncoder
 from tagelib.stylegan2 import Generator, GeneratorConfig
@@ -120,4 +121,21 @@ class LatentSpace(nn.Module):
         model = cls(cfg)
         load_checked(model, state, name="the latent space", source=path)
         model.training_info = {k: v for k, v in config.items() if k not in ("generator", "encoder")}
+        return model.freeze() if frozen else model
+
+    @classmethod
+    def from_foreign(cls, path: str | Path, cfg: LatentSpaceConfig, frozen: bool = True) -> "LatentSpace":
+        """An official pSp or AGE checkpoint (`encoder.*`, `decoder.*`, `latent_avg`) in the architecture `cfg`
+        (`torch.load(weights_only=True)`; any key or shape mismatch names the file and the keys)."""
+        model = cls(cfg)
+        found = import_foreign_checkpoint(path, generator=model.decoder, encoder=model.encoder)
+        if found.latent_avg is None:
+            raise CheckpointMismatchError(f"{path}: no `latent_avg`; pSp and AGE checkpoints store one")
+        avg = found.latent_avg.float()
+        avg = avg.expand(model.n_latent, -1) if avg.dim() == 1 else avg
+        if tuple(avg.shape) != tuple(model.latent_avg.shape):
+            raise CheckpointMismatchError(f"{path}: latent_avg {tuple(found.latent_avg.shape)}, the architecture "
+                                          f"needs {tuple(model.latent_avg.shape)}")
+        model.latent_avg.copy_(avg)
+        model.training_info = {"imported_from": str(path), "kind": found.kind}
         return model.freeze() if frozen else model

@@ -40,6 +40,7 @@ LOFGAN = {
     "animal": LofganSpec("animal_128.npy", 149, 119, 10, 100),
     "flower": LofganSpec("flower_c8189_s128_data_rgb.npy", 102, 85, 10, None),
     "vggface": LofganSpec("vgg_face_data_rgb.npy", 2354, 1802, 30, None),
+    "synthetic": LofganSpec("paper_synthetic.npy", 40, 30, 10, 40),  # the rehearsal's (tagelib.paper_synthetic)
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -63,7 +64,7 @@ class ImageClassDataset(GlyphDataset):
     def to_tensor(self, raw: np.ndarray) -> torch.Tensor:
         """(..., H, W, 3) uint8 or float in [0, 1] -> float (..., 3, size, size) in [-1, 1] (antialiased resize)."""
         raw = np.asarray(raw)
-        x = torch.from_numpy(np.ascontiguousarray(raw)).float()
+        x = torch.from_numpy(np.array(raw, dtype=np.float32))  # a copy: memory-mapped slices are read-only
         x = x.mul(2.0).sub(1.0) if np.issubdtype(raw.dtype, np.floating) else x.div(127.5).sub(1.0)
         x = x.movedim(-1, -3)  # (..., 3, H, W)
         if x.shape[-1] != self._size or x.shape[-2] != self._size:
