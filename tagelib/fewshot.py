@@ -17,6 +17,7 @@ from tagelib.factorize import class_embeddings, compose, residuals, validate_lay
 from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.inversion import ShotInverter
 from tagelib.latent import LatentSpace
+from tagelib.paper_data import load_dataset
 from tagelib.paths import output_dirs, resolve
 from tagelib.perceptual import load_lpips, lpips_distance
 
@@ -134,15 +135,16 @@ class EditingContext(NamedTuple):
 
 
 def editing_context(notebook: str, run_dir: str, figures_dir: str, data_dir: str, checkpoint: str, edit_layers: str,
-                    seed: int, threads: int) -> EditingContext:
+                    seed: int, threads: int, dataset: str = "glyphs") -> EditingContext:
     """Seed torch, set its threads, create the output folders and load data, latent space and LPIPS nets.
 
-    `edit_layers` is a comma-separated list ("0,1,2,3"); a missing checkpoint names notebook 01.
+    `edit_layers` is a comma-separated list ("0,1,2,3"); a missing checkpoint names notebook 01; `dataset` and
+    `data_dir` as in `tagelib.paper_data.load_dataset`.
     """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     out_dir, fig_dir = output_dirs(run_dir, figures_dir, notebook)
     model = LatentSpace.load(resolve(checkpoint))
     layers = validate_layers([int(i) for i in edit_layers.split(",")], model.n_latent)
-    return EditingContext(GlyphDataset.load(resolve(data_dir)), model, layers, load_lpips("alex"), load_lpips("vgg"),
+    return EditingContext(load_dataset(dataset, data_dir, model.cfg.generator.size), model, layers, load_lpips("alex"), load_lpips("vgg"),
                           out_dir, fig_dir, np.random.default_rng(seed))

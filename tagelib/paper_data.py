@@ -181,3 +181,22 @@ def load_image_folders(root: str | Path, size: int = 256, shot_pool: int = 10) -
              "unseen_pools": {c: {"shot_pool": slots(c)[:shot_pool], "eval_pool": slots(c)[shot_pool:]}
                               for c in groups["valid"]}}
     return ImageClassDataset(images, coverage, names, split, size)
+
+
+DATASETS = ("glyphs", *LOFGAN, "folders")  # values of the notebooks' `dataset` parameter
+
+
+def load_dataset(dataset: str, data_dir: str | Path, size: int = 0) -> GlyphDataset:
+    """What a notebook's `dataset` and `data_dir` parameters name: `glyphs` (the embedded artefact's folder), a
+    LoFGAN protocol (`animal`, `flower`, `vggface`, `synthetic`; `data_dir` is the `.npy` file) or `folders`
+    (AGE's layout). `size` resizes (0: the data's own size; AGE's folders default to 256 px)."""
+    from tagelib.paths import resolve
+
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; valid: {list(DATASETS)}")
+    path = resolve(data_dir)
+    if dataset == "glyphs":
+        return GlyphDataset.load(path, size or 32)
+    if dataset == "folders":
+        return load_image_folders(path, size or 256)
+    return load_lofgan(path, dataset, size or None)

@@ -48,3 +48,36 @@ def test_official_layout_checkpoints_load_through_the_importer(inputs):
         LatentSpace.from_foreign(inputs["psp"], synthetic_latent_config(style_dim=32))
     with pytest.raises(ValueError, match="no encoder"):
         LatentSpace.from_foreign(inputs["stylegan2"], cfg)
+
+
+def test_parameter_choices_match_the_library():
+    from tagelib.paper_data import DATASETS
+    from tagelib.params import ARCHITECTURES, DATASET_NAMES
+
+    assert DATASET_NAMES == DATASETS
+    from tagelib.latent import paper_latent_config
+
+    for name in ARCHITECTURES:
+        paper_latent_config(name)  # every choice the runner accepts builds
+    with pytest.raises(ValueError, match="unknown architecture"):
+        paper_latent_config("stylegan3")
+
+
+def test_official_age_architecture_and_pooled_decoding():
+    from tagelib.latent import LatentSpaceConfig, paper_latent_config
+    from tagelib.psp import EncoderConfig
+    from tagelib.stylegan2 import GeneratorConfig
+
+    age = paper_latent_config("age-1024")
+    assert (age.generator.size, age.generator.n_latent, age.encoder.input_size) == (1024, 18, 256)
+    small = LatentSpaceConfig(GeneratorConfig(size=32, style_dim=16, n_mlp=1, widths=(16, 16, 16, 16)),
+                              EncoderConfig(input_size=16, n_styles=8, style_dim=16, units=(1, 1, 1, 1),
+                                            widths=(8, 8, 8, 8), mode="ir"))
+    model = LatentSpace(small).eval()
+    w = torch.randn(2, 8, 16)
+    big = model.decoder(w, randomize_noise=False)  # (2, 3, 32, 32)
+    torch.testing.assert_close(model.decode(w), torch.nn.functional.avg_pool2d(big, 2))  # pSp's face_pool
+    assert model.encode(model.decode(w)).shape == (2, 8, 16)
+    with pytest.raises(ValueError, match="multiple"):
+        LatentSpaceConfig(GeneratorConfig(size=32, style_dim=16, n_mlp=1, widths=(16, 16, 16, 16)),
+                          EncoderConfig(input_size=64, n_styles=8, style_dim=16))
