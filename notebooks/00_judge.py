@@ -96,12 +96,12 @@ if judge_steps > 0:
     if train_max_styles:
         keep = np.isin(s, np.random.default_rng(seed).choice(np.unique(s), size=train_max_styles, replace=False))
         s, c = s[keep], c[keep]
-    cfg = JudgeConfig(num_classes=len(ds.categories), widths=tuple(int(w) for w in judge_widths.split(",")),
-                      embed_dim=judge_embed)
+    cfg = JudgeConfig(num_classes=len(ds.categories), image_size=ds.size, in_channels=ds.channels,
+                      widths=tuple(int(w) for w in judge_widths.split(",")), embed_dim=judge_embed)
     model = GlyphJudge(cfg)
     model.categories, model.homoglyphs = list(ds.categories), homoglyph_groups(ds)
     train_cfg = JudgeTrainConfig(steps=judge_steps, batch_size=judge_batch, lr=judge_lr, seed=seed)
-    history = train_judge(model, ds.images[s, c], c, train_cfg)
+    history = train_judge(model, ds.view(s, c), c, train_cfg, to_tensor=ds.to_tensor)
     save_judge(resolve(judge), model, {"train": train_cfg.__dict__, "val_fraction": val_fraction,
                                        "train_glyphs": int(len(s)), "train_seconds": history["seconds"][-1],
                                        "history": history})

@@ -166,9 +166,7 @@ else:
     model = LatentSpace.load(resolve(checkpoint))
 info = model.training_info
 n_params = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("encoder", "decoder")}
-print(f"E {n_params['encoder'] / 1e6:.2f} M, G {n_params['decoder'] / 1e6:.2f} M parameters; " +
-      (f"imported from {info['imported_from']} ({info['kind']})" if "imported_from" in info else
-       f"trained {info['train']['steps']} steps in {info['train_seconds'] / 60:.1f} min on {info['train_styles']} styles"))
+print(f"E {n_params['encoder'] / 1e6:.2f} M, G {n_params['decoder'] / 1e6:.2f} M parameters; {model.provenance()}")
 
 # %% [markdown]
 # ## Loss curves
@@ -465,8 +463,8 @@ write_text_atomic(out_dir / "metrics.json", json.dumps(results, indent=1))
 
 # %%
 rec = results["reconstruction_unseen"]
-lines = ["# Glyph latent space (data/glyphs, unseen categories, LPIPS = alex with real ImageNet weights)", "",
-         f"checkpoint `{checkpoint}`, {info['train']['steps']} training steps, seed {seed}, CPU threads {threads}", "",
+lines = [f"# Latent space (`{data_dir}`, unseen categories, LPIPS = alex with real ImageNet weights)", "",
+         f"checkpoint `{checkpoint}` ({model.provenance()}), seed {seed}, CPU threads {threads}", "",
          "| measure | value |", "|---|---|",
          f"| reconstruction LPIPS-alex / LPIPS-vgg / PSNR (E→G, {rec['n']} images) | {rec['lpips']:.4f} / {rec['lpips_vgg']:.4f} / {rec['psnr']:.2f} dB |"]
 if "reconstruction_unseen_refined" in results:
@@ -480,7 +478,7 @@ tp = results["throughput"]
 lines.append(f"| encode / decode throughput (batch {tp['batch_size']}, {tp['threads']} threads) | {tp['encode_img_per_s']:.0f} / {tp['decode_img_per_s']:.0f} img/s |")
 si = results["shot_inversion"]
 lines.append(f"| shot inversion: E + {refine_steps} refinement steps (batch 256, {threads} threads) | {si['ms_per_shot']:.0f} ms per shot |")
-lines.append(f"| training: {info['train']['steps']} steps × {info['train']['batch_size']} pairs | {info['train_seconds'] / 60:.1f} min |")
+lines.append(f"| weights | {model.provenance()} |")
 lines += ["", "Judge recognition of unseen characters (`latent_eval.judge_targets`, homoglyphs merged):", "", *target_lines]
 write_text_atomic(fig_dir / "table_latent_space.md", "\n".join(lines) + "\n")
 print("\n".join(lines))

@@ -298,9 +298,10 @@ def few_shot_gain(generate_fn: GenerateFn, ds: GlyphDataset, ways: int = 10, sho
     """Query accuracy real-only vs real + generated, and the gain, per shot count: mean ± 95 % CI over episodes.
 
     Both arms start from the same initial weights (same seed) and train `steps` full-batch steps; all episodes
-    of one arm train together (`EpisodeClassifiers`, pixel MLPs)."""
+    of one arm train together (`EpisodeClassifiers`, pixel MLPs). `n_query` shrinks to the smallest reference half."""
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2 for a confidence interval, got {episodes}")
+    n_query = min(n_query, *(len(ds.pool(ds.categories[c], "unseen_reference")) for c in ds.unseen))
     out = {}
     labels = torch.arange(ways)
     for k in shots:
@@ -333,13 +334,13 @@ def few_shot_gain(generate_fn: GenerateFn, ds: GlyphDataset, ways: int = 10, sho
 
 
 def seen_calibration_sets(ds: GlyphDataset, n_categories: int = 24, n_fonts: int = 48, seed: int = 0) -> list[torch.Tensor]:
-    """Real glyphs for the collapse floor: `n_fonts` random training-family fonts of `n_categories` random seen
-    characters (never the unseen categories the metrics evaluate)."""
+    """Real glyphs for the collapse floor: `n_fonts` random training-family fonts (all when fewer) of `n_categories`
+    random seen characters (never the unseen categories the metrics evaluate)."""
     rng = np.random.default_rng(seed + 5)
     cats = rng.choice(ds.seen, size=min(n_categories, len(ds.seen)), replace=False)
     train = np.array(ds.split_info["train_styles"])
-    return [ds.tensor(rng.choice(train[ds.coverage[train, c]], size=n_fonts, replace=False), c)
-            for c in cats]
+    return [ds.tensor(rng.choice(covered, size=min(n_fonts, len(covered)), replace=False), c)
+            for c in cats for covered in [train[ds.coverage[train, c]]]]
 
 
 def glyph_ruler(ds: GlyphDataset, judge_path: str, lpips_vgg: nn.Module, seed: int = 0, collapse_quantile: float = 0.01,

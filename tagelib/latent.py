@@ -113,6 +113,17 @@ class LatentSpace(nn.Module):
     def train(self, mode: bool = True) -> "LatentSpace":
         return super().train(False if self.frozen else mode)
 
+    def provenance(self) -> str:
+        """Where the weights come from, in a few words: the training recipe, or the imported checkpoint."""
+        info = getattr(self, "training_info", {}) or {}
+        if "imported_from" in info:
+            return f"imported from {info['imported_from']} ({info['kind']})"
+        if "train" not in info:
+            return "untrained"
+        train = info["train"]
+        return (f"{train['steps']} steps × {train.get('batch_size', '?')}, {info.get('train_seconds', 0) / 60:.0f} min, "
+                f"augment {train.get('augment', 0)}, pseudo {train.get('pseudo_fraction', 0)}")
+
     @torch.no_grad()
     def encode_batched(self, x: Tensor, batch_size: int = 512) -> Tensor:
         """Encode many images without gradients: (N, C, S, S) -> (N, L, D)."""

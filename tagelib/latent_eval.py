@@ -192,12 +192,10 @@ def recipe_table(recipes: dict) -> str:
     lines = ["| latent space | G widths | training | E→G (training / held-out fonts) | FD-domain E→G | shots refined | "
              "class embedding k=3 | continuous transfer k=3 |", "|---|---|---|---|---|---|---|---|"]
     for name, (model, t, sweep) in recipes.items():
-        tr = model.training_info
         for length, row in sweep["rows"].items():
             lines.append(
-                f"| {name} | {'/'.join(map(str, model.cfg.generator.widths))} | {tr['train']['steps']} steps, "
-                f"{tr['train_seconds'] / 60:.0f} min, augment {tr['train'].get('augment', 0)}, "
-                f"pseudo {tr['train'].get('pseudo_fraction', 0)} | {t['E→G, training fonts']:.1%} / "
+                f"| {name} | {'/'.join(map(str, model.cfg.generator.widths))} | {model.provenance()} | "
+                f"{t['E→G, training fonts']:.1%} / "
                 f"{t['E→G, held-out families']:.1%} | {t['FD-domain E→G, training fonts']:.2f} | {length} steps "
                 f"({int(length) * sweep['ms_per_shot_step']:.0f} ms/shot) | {row['class embedding k=3']:.1%} | "
                 f"{row['continuous transfer k=3']:.1%} |")

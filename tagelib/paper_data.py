@@ -11,7 +11,9 @@ LoFGAN protocol (`main_metric.py` of LoFGAN): the first `seen` classes are seen 
 Flowers 85 of 102, VGGFaces 1802 of 2354), the others unseen; an unseen class's shots are drawn from its first
 10 images (VGGFaces: 30), its real reference is the rest. Our evaluation pool is that rest, split in halves
 (the judge may train on the first, the metrics compare with the second), where LoFGAN's FID uses all of it.
-There is no held-out "family": `heldout_styles` is empty.
+The glyph notebooks also check generalisation on "held-out families", styles no training ever sees; here the
+last 10 % of every class's image slots play that part (`heldout_styles`): seen classes' images there are kept out
+of every training set (a 10 % smaller training set than LoFGAN's), unseen classes keep LoFGAN's pools.
 """
 
 from __future__ import annotations
@@ -78,6 +80,11 @@ class ImageClassDataset(GlyphDataset):
         return images.movedim(-3, -1).add(1.0).mul(127.5).round().clamp(0, 255).byte().cpu().numpy()
 
 
+def heldout_slots(images_per_class: int) -> int:
+    """How many trailing image slots are held out of training: 10 %, at least one."""
+    return max(1, images_per_class // 10)
+
+
 def lofgan_split(n_classes: int, images_per_class: int, seen: int, shot_pool: int, names: list[str]) -> dict:
     """The split dictionary of the glyph dataset, filled with LoFGAN's protocol (see the module docstring)."""
     if not 0 < seen < n_classes:
@@ -85,8 +92,9 @@ def lofgan_split(n_classes: int, images_per_class: int, seen: int, shot_pool: in
     if not 0 < shot_pool < images_per_class - 1:
         raise ValueError(f"shot_pool={shot_pool} must leave at least two evaluation images of {images_per_class}")
     slots = list(range(images_per_class))
-    return {"seen_categories": names[:seen], "unseen_categories": names[seen:], "train_styles": slots,
-            "heldout_styles": [], "heldout_families": [],
+    heldout = heldout_slots(images_per_class)
+    return {"seen_categories": names[:seen], "unseen_categories": names[seen:], "train_styles": slots[:-heldout],
+            "heldout_styles": slots[-heldout:], "heldout_families": ["held-out image slots"],
             "unseen_pools": {c: {"shot_pool": slots[:shot_pool], "eval_pool": slots[shot_pool:]} for c in names[seen:]}}
 
 
@@ -176,8 +184,11 @@ def load_image_folders(root: str | Path, size: int = 256, shot_pool: int = 10) -
     images = FolderImages(per_class, size)
     coverage = np.arange(images.shape[0])[:, None] < np.array([len(f) for f in per_class])[None]  # (slots, classes)
     slots = lambda c: list(range(len(groups["valid"][c])))
+    smallest = min(len(f) for f in groups["train"].values())  # classes differ in size: hold out slots all seen
+    held = list(range(smallest - heldout_slots(smallest), smallest))  # classes have, 10 % of the smallest
     split = {"seen_categories": list(groups["train"]), "unseen_categories": list(groups["valid"]),
-             "train_styles": list(range(images.shape[0])), "heldout_styles": [], "heldout_families": [],
+             "train_styles": [s for s in range(images.shape[0]) if s not in held], "heldout_styles": held,
+             "heldout_families": ["held-out image slots"],
              "unseen_pools": {c: {"shot_pool": slots(c)[:shot_pool], "eval_pool": slots(c)[shot_pool:]}
                               for c in groups["valid"]}}
     return ImageClassDataset(images, coverage, names, split, size)

@@ -31,9 +31,10 @@ def test_lofgan_file_is_memory_mapped_and_indexed_like_glyphs(lofgan_file):
     expected = torch.from_numpy(data[c, [0, 2]]).float().div(127.5).sub(1).permute(0, 3, 1, 2)
     torch.testing.assert_close(x, expected)
     np.testing.assert_array_equal(ds.to_ink(x), data[c, [0, 2]])
-    train = ds.split("train")
-    assert train.images.shape == (8 * PER_CLASS, 3, SIDE, SIDE) and set(train.category.tolist()) == set(range(8))
-    assert len(ds.split("heldout_seen")) == 0  # no held-out families in LoFGAN's protocol
+    train = ds.split("train")  # the last image slot of each class (10 %, at least one) is held out of training
+    assert train.images.shape == (8 * (PER_CLASS - 1), 3, SIDE, SIDE) and set(train.category.tolist()) == set(range(8))
+    assert ds.split_info["heldout_styles"] == [PER_CLASS - 1] and len(ds.split("heldout_seen")) == 8
+    assert not set(ds.pairs("train")[0]) & set(ds.split_info["heldout_styles"])
 
 
 def test_lofgan_resizes_and_reads_float_files(lofgan_file, tmp_path):
@@ -78,7 +79,8 @@ def test_age_folders_give_classes_by_file_prefix(tmp_path):
     ds = load_image_folders(tmp_path, size=16, shot_pool=10)
     assert ds.categories == ["n001", "n002", "n101", "n102"] and ds.unseen == [2, 3]
     assert ds.coverage.sum(0).tolist() == [5, 7, 13, 12]
-    assert len(ds.split("train")) == 12 and ds.pool("n101", "unseen_eval") == [10, 11, 12]
+    assert ds.split_info["heldout_styles"] == [4]  # 10 % (at least one) of the smallest seen class's 5 slots
+    assert len(ds.split("train")) == 4 + 6 and ds.pool("n101", "unseen_eval") == [10, 11, 12]
     x = ds.tensor(np.array([[0], [1]]), np.array([[2, 3]]))  # broadcast (2, 2) like np.ix_
     assert x.shape == (2, 2, 3, 16, 16)
     with Image.open(tmp_path / "valid" / "n102_001.png") as im:
@@ -128,3 +130,31 @@ def test_prepare_script_accepts_a_file_of_the_protocol_and_refuses_others(tmp_pa
     zeros = tmp_path / "vgg_face_data_rgb.npy"
     np.save(zeros, np.zeros((2354, 40, 2, 2, 3), np.float32))
     assert script.main(["vggface", str(zeros)]) == 1 and "constant" in capsys.readouterr().err
+
+
+def test_a_judge_of_rgb_classes_trains_from_a_lazy_view(lofgan_file):
+    """The judge reads a memory-mapped dataset through `ds.view` (a batch at a time) and learns RGB classes."""
+    from tagelib.judge import GlyphJudge, JudgeConfig, JudgeTrainConfig, homoglyph_groups, train_judge
+
+    path, data = lofgan_file
+    ds = load_lofgan(path, "animal", seen=8, shot_pool=4)
+    styles, cats = ds.pairs("train")
+    view = ds.view(styles, cats)
+    assert len(view) == len(styles) and view[np.array([0, 5])].shape == (2, SIDE, SIDE, 3)
+    torch.manual_seed(0)
+    judge = GlyphJudge(JudgeConfig(num_classes=CLASSES, image_size=SIDE, in_channels=3, widths=(8, 16), embed_dim=16))
+    hist = train_judge(judge, view, cats, JudgeTrainConfig(steps=40, batch_size=32, lr=5e-3, augment=True),
+                       progress=False, to_tensor=ds.to_tensor)
+    assert np.mean(hist["accuracy"][-5:]) > np.mean(hist["accuracy"][:5])  # random RGB noise per class: memorised
+    assert homoglyph_groups(ds) == []  # photographs have no homoglyphs
+
+
+def test_plots_show_glyphs_as_ink_and_photographs_as_they_are():
+    from tagelib.plotting import to_display
+
+    rgb = torch.rand(2, 3, 4, 4) * 2 - 1
+    np.testing.assert_allclose(to_display(rgb), ((rgb + 1) / 2).permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    glyph = torch.ones(2, 1, 4, 4)  # all ink
+    assert to_display(glyph).shape == (2, 4, 4, 3) and np.all(to_display(glyph) == 0)  # black ink on white
+    raw = np.full((4, 4, 3), 255, np.uint8)
+    assert np.all(to_display(raw) == 1.0)

@@ -81,3 +81,11 @@ def test_official_age_architecture_and_pooled_decoding():
     with pytest.raises(ValueError, match="multiple"):
         LatentSpaceConfig(GeneratorConfig(size=32, style_dim=16, n_mlp=1, widths=(16, 16, 16, 16)),
                           EncoderConfig(input_size=64, n_styles=8, style_dim=16))
+
+
+@pytest.mark.parametrize("profile", ["paper", "paper-flowers", "paper-vggface"])
+def test_paper_profiles_say_where_the_public_files_are_before_anything_runs(profile):
+    from tagelib.run import build_plan
+
+    with pytest.raises(SystemExit, match="prepare_paper_datasets"):
+        build_plan(profile)

@@ -131,6 +131,10 @@ class GlyphDataset:
         """Model input for index arrays (or ints) of styles and categories: float (..., C, H, W) in [-1, 1]."""
         return self.to_tensor(self.images[styles, categories])
 
+    def view(self, styles: np.ndarray, categories: np.ndarray) -> "ImageView":
+        """Lazy images (style, category) pairs: `view[rows]` reads only those rows' raw images."""
+        return ImageView(self, np.asarray(styles), np.asarray(categories))
+
     @staticmethod
     def to_tensor(ink: np.ndarray) -> torch.Tensor:
         """uint8 ink (..., H, W) -> float (..., 1, H, W) in [-1, 1], ink = +1, background = -1."""
@@ -140,3 +144,18 @@ class GlyphDataset:
     def to_ink(images: torch.Tensor) -> np.ndarray:
         """Inverse of `to_tensor`: float (..., 1, H, W) -> uint8 (..., H, W)."""
         return images.squeeze(-3).add(1.0).mul(127.5).round().clamp(0, 255).byte().cpu().numpy()
+
+
+@dataclass
+class ImageView:
+    """Raw images of (style, category) pairs, read when indexed (memory-mapped datasets stay on disk)."""
+
+    ds: GlyphDataset
+    styles: np.ndarray
+    categories: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.styles)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return self.ds.images[self.styles[rows], self.categories[rows]]
