@@ -89,3 +89,14 @@ def test_paper_profiles_say_where_the_public_files_are_before_anything_runs(prof
 
     with pytest.raises(SystemExit, match="prepare_paper_datasets"):
         build_plan(profile)
+
+
+def test_rehearsal_numbers_are_marked_meaningless(inputs):
+    from types import SimpleNamespace
+
+    from tagelib.report import REHEARSAL_NOTE, provenance
+
+    ruler = SimpleNamespace(extractors=[], judge=SimpleNamespace(homoglyphs=[]), collapse_floor=0.1)
+    prov = provenance(str(inputs["data"]), 0, ruler)
+    assert prov["note"] == REHEARSAL_NOTE and "sha256 of the first 16 MiB" in prov["data"]
+    assert "note" not in provenance("data/glyphs", 0, ruler)
