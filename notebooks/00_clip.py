@@ -167,7 +167,7 @@ hs, hc = np.nonzero(ds.coverage[heldout_styles])
 hs = heldout_styles[hs]
 captions = sorted({full_caption(ds.styles[i]) for i in hs})
 truth = torch.tensor([captions.index(full_caption(ds.styles[i])) for i in hs])
-images = GlyphDataset.to_tensor(ds.images[hs, hc])
+images = ds.tensor(hs, hc)
 image_emb = embed_images(model, images)
 with torch.no_grad():
     caption_emb, prompt_emb = encode_text(model, tokenizer, captions), encode_text(model, tokenizer, list(ATTRIBUTE_PROMPTS.values()))

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from tagelib.atomic import write_text_atomic
-from tagelib.glyphs.dataset import GlyphDataset
+from tagelib.paper_data import load_dataset
 from tagelib.judge import (GlyphJudge, JudgeConfig, JudgeTrainConfig, homoglyph_groups, judge_split, load_judge,
                            real_accuracy, save_judge, train_judge)
 from tagelib.paths import checkpoint_file, output_dirs, resolve
@@ -52,7 +52,8 @@ from tagelib.plotting import confusion_strip, image_grid, save_figure, smooth
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
 figures_dir: str = "papers_figures"  # tables and figures for the paper folder
-data_dir: str = "data/glyphs"  # the glyph artefact
+dataset: str = "glyphs"  # glyphs, or a paper dataset: animal, flower, vggface, synthetic (LoFGAN .npy), folders (AGE)
+data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper dataset's .npy file / folder
 judge: str = "data/judge/glyph32_judge"  # judge checkpoint to load, or to write when training
 seed: int = 0  # seeds the split, training and sampling
 threads: int = 2  # torch CPU threads
@@ -69,7 +70,7 @@ train_max_styles: int = 0  # train on this many random training styles only (0: 
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
 out_dir, fig_dir = output_dirs(run_dir, figures_dir, "00_judge")
-ds = GlyphDataset.load(resolve(data_dir))
+ds = load_dataset(dataset, data_dir)
 parts = judge_split(ds, val_fraction=val_fraction, seed=seed)
 for name, (s, c) in parts.items():
     print(f"{name:10s} {len(s):7d} glyphs, {len(set(s.tolist())):5d} styles, {len(set(c.tolist())):3d} categories")
@@ -95,12 +96,12 @@ if judge_steps > 0:
     if train_max_styles:
         keep = np.isin(s, np.random.default_rng(seed).choice(np.unique(s), size=train_max_styles, replace=False))
         s, c = s[keep], c[keep]
-    cfg = JudgeConfig(num_classes=len(ds.categories), widths=tuple(int(w) for w in judge_widths.split(",")),
-                      embed_dim=judge_embed)
+    cfg = JudgeConfig(num_classes=len(ds.categories), image_size=ds.size, in_channels=ds.channels,
+                      widths=tuple(int(w) for w in judge_widths.split(",")), embed_dim=judge_embed)
     model = GlyphJudge(cfg)
     model.categories, model.homoglyphs = list(ds.categories), homoglyph_groups(ds)
     train_cfg = JudgeTrainConfig(steps=judge_steps, batch_size=judge_batch, lr=judge_lr, seed=seed)
-    history = train_judge(model, ds.images[s, c], c, train_cfg)
+    history = train_judge(model, ds.view(s, c), c, train_cfg, to_tensor=ds.to_tensor)
     save_judge(resolve(judge), model, {"train": train_cfg.__dict__, "val_fraction": val_fraction,
                                        "train_glyphs": int(len(s)), "train_seconds": history["seconds"][-1],
                                        "history": history})
@@ -154,7 +155,7 @@ plt.show()
 
 # %%
 s, c = parts["reference"]
-x, pred = GlyphDataset.to_tensor(ds.images[s, c]), accuracy["reference"]["predicted"]
+x, pred = ds.tensor(s, c), accuracy["reference"]["predicted"]
 canon = model.canonical
 wrong = torch.nonzero(canon[pred] != canon[torch.from_numpy(c)]).flatten()[:24]
 if len(wrong):

@@ -64,9 +64,9 @@ import torch
 
 from tagelib import evaluation, fewshot, generators, latent_eval, report
 from tagelib.atomic import write_text_atomic
-from tagelib.glyphs.dataset import GlyphDataset
+from tagelib.paper_data import load_dataset
 from tagelib.inversion import refine_codes
-from tagelib.latent import LatentSpace, glyph_latent_config
+from tagelib.latent import LatentSpace, glyph_latent_config, paper_latent_config
 from tagelib.latent_ablation import ablation_table, run_ablation
 from tagelib.latent_ablation import seen_residuals as seen_residuals_of
 from tagelib.latent_train import LatentTrainConfig, train_latent_space, training_sampler
@@ -79,8 +79,11 @@ from tagelib.stylegan2 import Discriminator, DiscriminatorConfig
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
 figures_dir: str = "papers_figures"  # tables and figures for the paper folder
-data_dir: str = "data/glyphs"  # the glyph artefact
-checkpoint: str = "data/latent/glyph32"  # latent space to load, or to write when training
+dataset: str = "glyphs"  # glyphs, or a paper dataset: animal, flower, vggface, synthetic (LoFGAN .npy), folders (AGE)
+data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper dataset's .npy file / folder
+checkpoint: str = "data/latent/glyph32"  # latent space to load, or to write when training or importing
+import_checkpoint: str = ""  # an official pSp or AGE .pt to import into `checkpoint` ("": none; paper profiles)
+architecture: str = "age-1024"  # the imported checkpoint's networks: age-1024, psp-256 or paper-synthetic
 seed: int = 0  # seeds training, sampling and evaluation
 threads: int = 2  # torch CPU threads
 train_steps: int = 0  # 0: load `checkpoint`; otherwise train E and G from scratch for this many steps
@@ -120,7 +123,7 @@ torch.set_num_threads(threads)
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
 out_dir, fig_dir = output_dirs(run_dir, figures_dir, "01_latent_space")
-ds = GlyphDataset.load(resolve(data_dir))
+ds = load_dataset(dataset, data_dir)
 lpips_alex, lpips_vgg = load_lpips("alex"), load_lpips("vgg")
 print("LPIPS backbones:", lpips_alex.backbone_source, "|", lpips_vgg.backbone_source)
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile)  # judge: 00_judge
@@ -136,7 +139,15 @@ ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantil
 # %%
 if train_steps < 0:
     raise ValueError(f"train_steps={train_steps}: use 0 to load `checkpoint`, or a positive number of steps to train")
-if train_steps > 0:
+if import_checkpoint:  # the paper profiles: official weights, never trained here
+    if train_steps:
+        raise ValueError(f"import_checkpoint={import_checkpoint!r} and train_steps={train_steps}: choose one")
+    if checkpoint_file(resolve(checkpoint)).exists() and not overwrite:
+        raise FileExistsError(f"{checkpoint} exists; set overwrite=True to import over it, or choose another path")
+    model = LatentSpace.from_foreign(resolve(import_checkpoint), paper_latent_config(architecture))
+    model.save(resolve(checkpoint), model.training_info)
+    model = LatentSpace.load(resolve(checkpoint))
+elif train_steps > 0:
     if checkpoint_file(resolve(checkpoint)).exists() and not overwrite:
         raise FileExistsError(f"{checkpoint} exists; set overwrite=True to retrain over it, or choose another path")
     model = LatentSpace(glyph_latent_config(style_dim, gen_widths, enc_units, enc_widths))
@@ -155,8 +166,7 @@ else:
     model = LatentSpace.load(resolve(checkpoint))
 info = model.training_info
 n_params = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("encoder", "decoder")}
-print(f"E {n_params['encoder'] / 1e6:.2f} M, G {n_params['decoder'] / 1e6:.2f} M parameters; "
-      f"trained {info['train']['steps']} steps in {info['train_seconds'] / 60:.1f} min on {info['train_styles']} styles")
+print(f"E {n_params['encoder'] / 1e6:.2f} M, G {n_params['decoder'] / 1e6:.2f} M parameters; {model.provenance()}")
 
 # %% [markdown]
 # ## Loss curves
@@ -164,14 +174,15 @@ print(f"E {n_params['encoder'] / 1e6:.2f} M, G {n_params['decoder'] / 1e6:.2f} M
 # Reconstruction and cross-reconstruction (transfer) losses during training, smoothed.
 
 # %%
-hist = info["history"]
-fig, axes = plt.subplots(1, 2, figsize=(10, 3))
-for ax, (a, b, title) in zip(axes, [("l1", "cross_l1", "L1"), ("lpips", "cross_lpips", "LPIPS (alex)")]):
-    ax.plot(smooth(hist[a]), label="reconstruction")
-    ax.plot(smooth(hist[b]), label="cross-reconstruction")
-    ax.set_title(title); ax.set_xlabel("step"); ax.legend()
-save_figure(fig, out_dir / "loss_curves.png")
-plt.show()
+hist = info.get("history")  # none for imported checkpoints: their training happened elsewhere
+if hist:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+    for ax, (a, b, title) in zip(axes, [("l1", "cross_l1", "L1"), ("lpips", "cross_lpips", "LPIPS (alex)")]):
+        ax.plot(smooth(hist[a]), label="reconstruction")
+        ax.plot(smooth(hist[b]), label="cross-reconstruction")
+        ax.set_title(title); ax.set_xlabel("step"); ax.legend()
+    save_figure(fig, out_dir / "loss_curves.png")
+    plt.show()
 
 # %% [markdown]
 # ## Reconstructions of unseen categories
@@ -225,14 +236,14 @@ if refine_steps > 0:
 if before is not None:
     recon_rows["E→G, compare_checkpoint"] = before.decode_batched(before.encode_batched(x_h))
 moves = latent_eval.transfer_pairs(ds, ds.split_info["heldout_styles"], ds.unseen, ds.unseen, 8, show_rng)
-source = GlyphDataset.to_tensor(ds.images[moves[:, 0], moves[:, 1]])
+source = ds.tensor(moves[:, 0], moves[:, 1])
 mean_of = dict(zip(ds.unseen, latent_eval.category_means(model, ds, ds.unseen, ds.split_info["train_styles"],
                                                           max_styles=100, seed=seed)))
 shift = torch.stack([mean_of[t] - mean_of[c] for c, t in moves[:, 1:3]])
 transfer_rows = {"source": source, "transfer, E": model.decode_batched(model.encode_batched(source) + shift)}
 if refine_steps > 0:
     transfer_rows[f"transfer, E + {refine_steps}"] = model.decode_batched(refine(model, source) + shift)
-transfer_rows["truth"] = GlyphDataset.to_tensor(ds.images[moves[:, 0], moves[:, 2]])
+transfer_rows["truth"] = ds.tensor(moves[:, 0], moves[:, 2])
 source_cats, target_cats = torch.from_numpy(moves[:, 1]), torch.from_numpy(moves[:, 2])
 fig, axes = plt.subplots(1, 2, figsize=(14, 3.2), gridspec_kw={"width_ratios": [12, 8]})
 verdict_grid(torch.stack(list(recon_rows.values())), torch.stack([ruler.recognised(r, c_h) for r in recon_rows.values()]),
@@ -289,10 +300,10 @@ for k, v in transfer.items():
 # %%
 pairs = latent_eval.transfer_pairs(ds, heldout_styles, ds.unseen, ds.unseen, 10, rng)
 f, c, t, _ = pairs.T
-src = GlyphDataset.to_tensor(ds.images[f, c])
+src = ds.tensor(f, c)
 moved = model.decode_batched(torch.stack([class_means[k] for k in t]) + model.encode_batched(src)
                              - torch.stack([class_means[k] for k in c]))
-truth = GlyphDataset.to_tensor(ds.images[f, t])
+truth = ds.tensor(f, t)
 verdicts = [ruler.recognised(x, torch.from_numpy(k)) for x, k in ((src, c), (moved, t), (truth, t))]
 fig, ax = plt.subplots(figsize=(6, 2.2))
 verdict_grid(torch.stack([src, moved, truth]), torch.stack(verdicts), ax=ax,
@@ -452,8 +463,8 @@ write_text_atomic(out_dir / "metrics.json", json.dumps(results, indent=1))
 
 # %%
 rec = results["reconstruction_unseen"]
-lines = ["# Glyph latent space (data/glyphs, unseen categories, LPIPS = alex with real ImageNet weights)", "",
-         f"checkpoint `{checkpoint}`, {info['train']['steps']} training steps, seed {seed}, CPU threads {threads}", "",
+lines = [f"# Latent space (`{data_dir}`, unseen categories, LPIPS = alex with real ImageNet weights)", "",
+         f"checkpoint `{checkpoint}` ({model.provenance()}), seed {seed}, CPU threads {threads}", "",
          "| measure | value |", "|---|---|",
          f"| reconstruction LPIPS-alex / LPIPS-vgg / PSNR (E→G, {rec['n']} images) | {rec['lpips']:.4f} / {rec['lpips_vgg']:.4f} / {rec['psnr']:.2f} dB |"]
 if "reconstruction_unseen_refined" in results:
@@ -467,7 +478,7 @@ tp = results["throughput"]
 lines.append(f"| encode / decode throughput (batch {tp['batch_size']}, {tp['threads']} threads) | {tp['encode_img_per_s']:.0f} / {tp['decode_img_per_s']:.0f} img/s |")
 si = results["shot_inversion"]
 lines.append(f"| shot inversion: E + {refine_steps} refinement steps (batch 256, {threads} threads) | {si['ms_per_shot']:.0f} ms per shot |")
-lines.append(f"| training: {info['train']['steps']} steps × {info['train']['batch_size']} pairs | {info['train_seconds'] / 60:.1f} min |")
+lines.append(f"| weights | {model.provenance()} |")
 lines += ["", "Judge recognition of unseen characters (`latent_eval.judge_targets`, homoglyphs merged):", "", *target_lines]
 write_text_atomic(fig_dir / "table_latent_space.md", "\n".join(lines) + "\n")
 print("\n".join(lines))

@@ -45,7 +45,8 @@ from tagelib.plotting import save_figure, smooth, verdict_figure
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
 figures_dir: str = "papers_figures"  # tables and figures for the paper folder
-data_dir: str = "data/glyphs"  # the glyph artefact
+dataset: str = "glyphs"  # glyphs, or a paper dataset: animal, flower, vggface, synthetic (LoFGAN .npy), folders (AGE)
+data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper dataset's .npy file / folder
 checkpoint: str = "data/latent/glyph32"  # the frozen latent space from notebook 01
 seed: int = 0  # seeds subsets, training and sampling
 threads: int = 2  # torch CPU threads
@@ -71,7 +72,7 @@ refine_lr: float = 0.03  # Adam learning rate of that refinement
 
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_context(
-    "02_attribute_factorization", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads)
+    "02_attribute_factorization", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset)
 
 # %% [markdown]
 # ## Inverting the shots

@@ -63,7 +63,8 @@ from tagelib.plotting import save_figure, smooth, verdict_figure
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
 figures_dir: str = "papers_figures"  # tables and figures for the paper folder
-data_dir: str = "data/glyphs"  # the glyph artefact
+dataset: str = "glyphs"  # glyphs, or a paper dataset: animal, flower, vggface, synthetic (LoFGAN .npy), folders (AGE)
+data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper dataset's .npy file / folder
 checkpoint: str = "data/latent/glyph32"  # the frozen latent space from notebook 01
 codebook: str = "results/tiny/03_codebook_learning/codebook"  # the CLM codebook from notebook 03
 age_checkpoint: str = "results/tiny/02_attribute_factorization/age"  # AGE from notebook 02 (its α sweep on the plot)
@@ -106,7 +107,7 @@ throughput_batch: int = 256  # batch of the sampling-throughput measurement
 
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_context(
-    "04_code_prediction", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads)
+    "04_code_prediction", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset)
 cb = load_codebook(codebook, S)
 invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
 data, styles, images = seen_code_data(model, ds, cb, S, max_styles, seed)

@@ -61,7 +61,8 @@ from tagelib.plotting import save_figure, smooth, verdict_grid
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
 figures_dir: str = "papers_figures"  # tables and figures for the paper folder
-data_dir: str = "data/glyphs"  # the glyph artefact
+dataset: str = "glyphs"  # glyphs, or a paper dataset: animal, flower, vggface, synthetic (LoFGAN .npy), folders (AGE)
+data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper dataset's .npy file / folder
 checkpoint: str = "data/latent/glyph32"  # the frozen latent space from notebook 01
 codebook: str = "results/tiny/03_codebook_learning/codebook"  # the CLM codebook from notebook 03
 cpm: str = "results/tiny/04_code_prediction/cpm"  # the CPM from notebook 04
@@ -102,7 +103,7 @@ refine_lr: float = 0.03  # Adam learning rate of that refinement
 
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_context(
-    "05_prompt_semantics", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads)
+    "05_prompt_semantics", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset)
 cb = load_codebook(codebook, S)
 base_cpm, cpm_info = load_cpm(cpm)
 clip_model, tokenizer = clip_glyph.load_clip(resolve(clip))

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import trange
 
 from tagelib.config import build_config, check_choice
+from tagelib.distributed import SINGLE, Distributed
 from tagelib.factorize import compose, residuals, validate_layers
 
 
@@ -149,11 +150,15 @@ def orthogonality_loss(A: Tensor, class_embeddings: Tensor) -> Tensor:
 
 def age_loss(
     model: AGE, w: Tensor, class_emb_per_sample: Tensor, target: Tensor, generator: Callable,
-    perceptual: Callable | None, class_emb_S: Tensor,
+    perceptual: Callable | None, class_emb_S: Tensor, forward: Callable | None = None, world: int = 1,
 ) -> tuple[Tensor, dict[str, float]]:
-    """tools/train.py ``calc_loss``: l2 * MSE + lpips * LPIPS + orth * orthogonality + sparse * sparsity."""
+    """tools/train.py ``calc_loss``: l2 * MSE + lpips * LPIPS + orth * orthogonality + sparse * sparsity.
+
+    Data-parallel training passes the DDP wrapper as `forward` and the number of ranks as `world`: the sparsity
+    is a SUM over the batch, so each rank's share is scaled by `world` to make the averaged gradients the
+    one-process gradients of the global batch."""
     cfg = model.cfg
-    out = model(w, class_emb_per_sample)
+    out = (forward or model)(w, class_emb_per_sample)
     x_hat = generator(out["w"])  # (B, C_img, H, W)
     if x_hat.shape != target.shape:
         raise ValueError(f"generator output {tuple(x_hat.shape)} != target {tuple(target.shape)}")
@@ -162,7 +167,7 @@ def age_loss(
         if perceptual is None:
             raise ValueError("lambda_lpips > 0 needs a perceptual loss callable (x, y) -> (B,)")
         parts["lpips"] = perceptual(x_hat, target).mean()
-    parts["sparse"] = sparsity_loss(out["n"], cfg.sparse_theta0, cfg.sparse_theta1, cfg.sparse_denominator)
+    parts["sparse"] = world * sparsity_loss(out["n"], cfg.sparse_theta0, cfg.sparse_theta1, cfg.sparse_denominator)
     parts["orth"] = orthogonality_loss(model.A, class_emb_S)
     lam = {"l2": cfg.lambda_l2, "lpips": cfg.lambda_lpips, "sparse": cfg.lambda_sparse, "orth": cfg.lambda_orth}
     total = sum(lam[k] * v for k, v in parts.items())
@@ -216,7 +221,7 @@ def _freeze(m: Any) -> None:
 def train_age(
     model: AGE, w: Tensor, labels: Tensor, class_emb: Tensor, generator: Callable,
     perceptual: Callable | None = None, images: Tensor | None = None, steps: int = 1000,
-    batch_size: int = 8, seed: int = 0, progress: bool = True, optimizer: Any = None,
+    batch_size: int = 8, seed: int = 0, progress: bool = True, optimizer: Any = None, dist: Distributed = SINGLE,
 ) -> dict[str, list[float]]:
     """Train A and the MLPs on precomputed codes w (N, L, D) with labels (N,) and class_emb (C, L, D).
 
@@ -224,7 +229,8 @@ def train_age(
     generator's image of the original code ``G(w)``. ``generator`` and ``perceptual`` are frozen in place
     (requires_grad False, eval). ``seed`` fixes the batch order (shuffled epochs, last partial batch
     dropped as AGE's loader does); seed the model's initialisation yourself. Returns the per-step
-    history {"loss", "l2", ["lpips"], "sparse", "orth"}.
+    history {"loss", "l2", ["lpips"], "sparse", "orth"}. `dist` (torchrun): every rank draws the same global
+    batch of `batch_size` and trains on its rows; the history holds the global batch's losses.
     """
     cfg = model.cfg
     if steps < 1:
@@ -244,12 +250,13 @@ def train_age(
     rng = torch.Generator().manual_seed(seed)
     order, cursor = torch.randperm(N, generator=rng), 0
     history: dict[str, list[float]] = {}
+    net = dist.wrap(model)
     model.train()
-    bar = trange(steps, desc="AGE", disable=not progress)
+    bar = trange(steps, desc="AGE", disable=not progress or not dist.is_main)
     for _ in bar:
         if cursor + batch_size > N:
             order, cursor = torch.randperm(N, generator=rng), 0
-        idx = order[cursor : cursor + batch_size].to(w.device)
+        idx = order[cursor : cursor + batch_size][dist.rows(batch_size)].to(w.device)  # this rank's rows
         cursor += batch_size
         wb, ce = w[idx], class_emb[labels[idx]]  # (b, L, D) each
         if images is not None:
@@ -257,10 +264,11 @@ def train_age(
         else:
             with torch.no_grad():
                 target = generator(wb)
-        total, parts = age_loss(model, wb, ce, target, generator, perceptual, class_emb_S)
+        total, parts = age_loss(model, wb, ce, target, generator, perceptual, class_emb_S, net, dist.world)
         opt.zero_grad()
         total.backward()
         opt.step()
+        parts = {k: dist.mean(v) for k, v in parts.items()}
         for k, v in parts.items():
             history.setdefault(k, []).append(v)
         bar.set_postfix(loss=f"{parts['loss']:.4f}")

@@ -25,6 +25,7 @@ from tqdm.auto import trange
 
 from tagelib.codebook import Codebook, perplexity, usage
 from tagelib.config import build_config
+from tagelib.distributed import SINGLE, Distributed
 from tagelib.factorize import compose, residuals
 
 
@@ -50,23 +51,28 @@ class CLMTrainConfig:
 
 
 def train_clm(codebook: Codebook, w: torch.Tensor, class_emb_per_sample: torch.Tensor, layers: Sequence[int],
-              decode: Callable, perceptual: Callable, cfg: CLMTrainConfig, progress: bool = True) -> dict[str, list]:
+              decode: Callable, perceptual: Callable, cfg: CLMTrainConfig, progress: bool = True,
+              dist: Distributed = SINGLE) -> dict[str, list]:
     """Train `codebook` on residuals of codes w (N, L, D) around their class embeddings (N, L, D).
 
     `decode(w) -> images` is the frozen generator; targets are the decoded original codes G(w).
     Returns the per-step history (loss, l1, lpips, vq, revived, seconds) and the final usage and
-    perplexity of the codebook over all residuals (one value each).
+    perplexity of the codebook over all residuals (one value each). `dist` (torchrun): every rank draws the
+    same global batch, decodes its rows, and sums its code hits with the others', so usage and revivals agree.
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     a = residuals(w, class_emb_per_sample, layers)  # (N, |S|, D)
     codebook.init_kmeans(a, generator=gen)
+    model = dist.wrap(codebook)
+    codebook.hits_reducer = dist.sum if dist.active else None
     opt = torch.optim.Adam(codebook.parameters(), lr=cfg.lr)
     hist: dict[str, list] = {k: [] for k in ("loss", "l1", "lpips", "vq", "revived", "usage", "perplexity", "seconds")}
     start = time.perf_counter()
     codebook.train()
-    for step in trange(cfg.steps, desc="CLM", disable=not progress):
-        idx = torch.randint(len(w), (min(cfg.batch_size, len(w)),), generator=gen)
-        _, codes, vq = codebook(a[idx])  # codes (b, |S|)
+    for step in trange(cfg.steps, desc="CLM", disable=not progress or not dist.is_main):
+        batch = torch.randint(len(w), (min(cfg.batch_size, len(w)),), generator=gen)  # global, same on every rank
+        idx = batch[dist.rows(len(batch))]  # this rank's rows
+        _, codes, vq = model(a[idx])  # codes (b, |S|)
         q = codebook.get_output_from_indices(codes)  # (b, |S|, D), differentiable w.r.t. the codebook
         w_hat = compose(class_emb_per_sample[idx], q, layers, base=w[idx])
         with torch.no_grad():
@@ -78,10 +84,11 @@ def train_clm(codebook: Codebook, w: torch.Tensor, class_emb_per_sample: torch.T
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        revived = codebook.revive_dead_codes(a[idx], generator=gen) if cfg.revive_every and (step + 1) % cfg.revive_every == 0 else 0
-        for k, v in (("loss", loss.item()), ("l1", l1.item()), ("lpips", lp.item()), ("vq", vq.item()),
-                     ("revived", revived), ("seconds", time.perf_counter() - start)):
+        revived = codebook.revive_dead_codes(a[batch], generator=gen) if cfg.revive_every and (step + 1) % cfg.revive_every == 0 else 0
+        for k, v in (("loss", dist.mean(loss.item())), ("l1", dist.mean(l1.item())), ("lpips", dist.mean(lp.item())),
+                     ("vq", dist.mean(vq.item())), ("revived", revived), ("seconds", time.perf_counter() - start)):
             hist[k].append(v)
+    codebook.hits_reducer = None
     codebook.eval()
     _, all_codes = quantize(codebook, a)
     hist["usage"].append(usage(all_codes, codebook.config.num_codes))

@@ -112,6 +112,7 @@ class Codebook(nn.Module):
         self.config = config
         self.embed = nn.Parameter(torch.randn(config.num_codes, config.dim))  # (N, D)
         self.register_buffer("usage_count", torch.zeros(config.num_codes))  # (N,)
+        self.hits_reducer = None  # data-parallel training: sums a batch's hits (N,) over the ranks
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
@@ -141,6 +142,8 @@ class Codebook(nn.Module):
     @torch.no_grad()
     def _update_usage(self, indices: Tensor) -> None:
         hits = torch.bincount(indices.reshape(-1), minlength=self.config.num_codes)  # (N,)
+        if self.hits_reducer is not None:
+            hits = self.hits_reducer(hits)
         self.usage_count.mul_(self.config.usage_decay).add_(hits.to(self.usage_count.dtype))
 
     @torch.no_grad()

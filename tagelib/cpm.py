@@ -130,14 +130,16 @@ def random_mask(batch: int, n_tokens: int, generator: torch.Generator | None = N
 
 
 def cpm_loss(logits: Tensor, target: Tensor, masked: Tensor, residual: Tensor, codebook: Tensor,
-             lambda_ce: float = 1.0, lambda_l2: float = 1.0) -> tuple[Tensor, dict[str, float]]:
+             lambda_ce: float = 1.0, lambda_l2: float = 1.0, normalizer: Tensor | float | None = None
+             ) -> tuple[Tensor, dict[str, float]]:
     """λ_ce · CE(logits, CLM indices) + λ_l2 · ||softmax(logits)·C − a||², both averaged over masked tokens.
 
     logits (B, |S|, N); target (B, |S|) CLM indices of the residual a (B, |S|, D); masked (B, |S|) bool. The L2 is
-    the mean squared error per vector element, so it is comparable across code sizes.
+    the mean squared error per vector element, so it is comparable across code sizes. `normalizer` replaces the
+    number of masked tokens (data-parallel training divides by the global batch's count over the ranks).
     """
     m = masked.float()
-    n = m.sum().clamp_min(1.0)
+    n = m.sum().clamp_min(1.0) if normalizer is None else normalizer
     ce = (F.cross_entropy(logits.transpose(1, 2), target, reduction="none") * m).sum() / n
     soft = torch.softmax(logits, -1) @ codebook  # (B, |S|, D)
     l2 = (((soft - residual) ** 2).mean(-1) * m).sum() / n

@@ -23,6 +23,7 @@ from tagelib.checkpoints import load_module
 from tagelib.codebook import Codebook, CodebookConfig
 from tagelib.config import build_config, check_choice
 from tagelib.cpm import CodePredictor, CPMConfig, cpm_loss, random_mask, sample
+from tagelib.distributed import SINGLE, Distributed
 from tagelib.factorize import residuals
 from tagelib.paths import require
 
@@ -116,26 +117,36 @@ PromptSampler = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, to
 
 
 def train_cpm(cpm: CodePredictor, data: CPMData, cfg: CPMTrainConfig, prompts: PromptSampler | None = None,
-              extra_loss: ExtraLoss | None = None, progress: bool = True, desc: str = "CPM") -> dict[str, list]:
+              extra_loss: ExtraLoss | None = None, progress: bool = True, desc: str = "CPM",
+              dist: Distributed = SINGLE) -> dict[str, list]:
     """Train `cpm` in place; returns the per-step history (loss, ce, l2, accuracy on masked tokens, seconds, ...).
 
     `prompts(i, generator) -> (embeddings (B, E), on (B,) bool)` gives PSM's prompt per sample; `extra_loss(cpm,
     batch)` adds a term (PSM's CLIP loss) from the batch dict {"cond", "prompt", "prompt_on", "shot", "i"}.
+    `dist` (torchrun): every rank draws the same global batch and trains on its rows; the history is global.
     """
+    if dist.active and extra_loss is not None:
+        raise ValueError("the extra loss (PSM's CLIP loss) is not data-parallel: train PSM in one process")
     gen = torch.Generator().manual_seed(cfg.seed)
     shots = ShotSampler(data.labels)
+    model = dist.wrap(cpm, find_unused_parameters=cpm.config.prompt_dim > 0 and prompts is None)
     opt = torch.optim.AdamW(cpm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg.warmup, cfg.steps))
     hist: dict[str, list] = {"loss": [], "ce": [], "l2": [], "accuracy": [], "seconds": []}
     start = time.perf_counter()
     cpm.train()
-    for _ in trange(cfg.steps, desc=desc, disable=not progress):
-        i = torch.randint(len(data.w), (cfg.batch_size,), generator=gen)
+    for _ in trange(cfg.steps, desc=desc, disable=not progress or not dist.is_main):
+        i = torch.randint(len(data.w), (cfg.batch_size,), generator=gen)  # the global batch, same on every rank
         cond, first_shot = conditioning(data, i, shots, cfg, gen)
         prompt, on = prompts(i, gen) if prompts is not None else (None, None)
         masked = random_mask(len(i), data.targets.shape[1], gen)
-        logits = cpm(cond, data.targets[i], masked, prompt, on)  # (B, |S|, N)
-        loss, logs = cpm_loss(logits, data.targets[i], masked, data.residual[i], cpm.codebook, cfg.lambda_ce, cfg.lambda_l2)
+        n_masked = masked.sum().float()
+        r = dist.rows(len(i))  # this rank's rows (all of them in one process)
+        mine = lambda t: None if t is None else t[r]
+        target = data.targets[i][r]
+        logits = model(cond[r], target, masked[r], mine(prompt), mine(on))  # (B / W, |S|, N)
+        loss, logs = cpm_loss(logits, target, masked[r], data.residual[i][r], cpm.codebook, cfg.lambda_ce,
+                              cfg.lambda_l2, normalizer=n_masked / dist.world)
         if extra_loss is not None:
             extra, extra_logs = extra_loss(cpm, {"cond": cond, "prompt": prompt, "prompt_on": on, "shot": first_shot, "i": i})
             loss = loss + extra
@@ -146,8 +157,10 @@ def train_cpm(cpm: CodePredictor, data: CPMData, cfg: CPMTrainConfig, prompts: P
         opt.step()
         sched.step()
         with torch.no_grad():
-            logs["accuracy"] = ((logits.argmax(-1) == data.targets[i]) & masked).sum().item() / masked.sum().item()
-        logs.update(loss=loss.item(), seconds=time.perf_counter() - start)
+            hits = ((logits.argmax(-1) == target) & masked[r]).sum().float()
+            logs["accuracy"] = dist.sum(hits).item() / n_masked.item()
+        logs = {k: dist.mean(v) if k in ("ce", "l2") else v for k, v in logs.items()}
+        logs.update(loss=dist.mean(loss.item()), seconds=time.perf_counter() - start)
         for key, value in logs.items():
             hist.setdefault(key, []).append(value)
     cpm.eval()

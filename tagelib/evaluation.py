@@ -56,12 +56,12 @@ class Protocol:
 
     def shots(self, category: int) -> torch.Tensor:
         """The k shot images of a category: (k, 1, H, W) in [-1, 1]."""
-        return GlyphDataset.to_tensor(self.ds.images[self.shot_styles[category], category])
+        return self.ds.tensor(self.shot_styles[category], category)
 
     @property
     def reference(self) -> torch.Tensor:
         """Real reference images (C, n_real, 1, H, W), categories in protocol order."""
-        return torch.stack([GlyphDataset.to_tensor(self.ds.images[self.reference_styles[c], c]) for c in self.categories])
+        return torch.stack([self.ds.tensor(self.reference_styles[c], c) for c in self.categories])
 
 
 def lofgan_protocol(ds: GlyphDataset, k: int, n_generated: int = 128, n_real: int = 128, seed: int = 0,
@@ -298,9 +298,10 @@ def few_shot_gain(generate_fn: GenerateFn, ds: GlyphDataset, ways: int = 10, sho
     """Query accuracy real-only vs real + generated, and the gain, per shot count: mean ± 95 % CI over episodes.
 
     Both arms start from the same initial weights (same seed) and train `steps` full-batch steps; all episodes
-    of one arm train together (`EpisodeClassifiers`, pixel MLPs)."""
+    of one arm train together (`EpisodeClassifiers`, pixel MLPs). `n_query` shrinks to the smallest reference half."""
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2 for a confidence interval, got {episodes}")
+    n_query = min(n_query, *(len(ds.pool(ds.categories[c], "unseen_reference")) for c in ds.unseen))
     out = {}
     labels = torch.arange(ways)
     for k in shots:
@@ -310,8 +311,8 @@ def few_shot_gain(generate_fn: GenerateFn, ds: GlyphDataset, ways: int = 10, sho
         for _ in tqdm(range(episodes), desc=f"{ways}-way {k}-shot episodes", disable=not progress, leave=False):
             ep = sample_episode(ds, ways, k, n_query, rng)
             cats = np.array(ep.categories)[:, None]
-            sup.append(GlyphDataset.to_tensor(ds.images[ep.support_styles, cats]))  # (W, k, 1, H, W)
-            qry.append(GlyphDataset.to_tensor(ds.images[ep.query_styles, cats]).flatten(0, 1))
+            sup.append(ds.tensor(ep.support_styles, cats))  # (W, k, 1, H, W)
+            qry.append(ds.tensor(ep.query_styles, cats).flatten(0, 1))
             fake.append(torch.stack([_check_images(generate_fn(c, sup[-1][i], n_generated, gen), n_generated,
                                                    tuple(sup[-1].shape[2:]), ds.categories[c])
                                      for i, c in enumerate(ep.categories)]))
@@ -333,13 +334,13 @@ def few_shot_gain(generate_fn: GenerateFn, ds: GlyphDataset, ways: int = 10, sho
 
 
 def seen_calibration_sets(ds: GlyphDataset, n_categories: int = 24, n_fonts: int = 48, seed: int = 0) -> list[torch.Tensor]:
-    """Real glyphs for the collapse floor: `n_fonts` random training-family fonts of `n_categories` random seen
-    characters (never the unseen categories the metrics evaluate)."""
+    """Real glyphs for the collapse floor: `n_fonts` random training-family fonts (all when fewer) of `n_categories`
+    random seen characters (never the unseen categories the metrics evaluate)."""
     rng = np.random.default_rng(seed + 5)
     cats = rng.choice(ds.seen, size=min(n_categories, len(ds.seen)), replace=False)
     train = np.array(ds.split_info["train_styles"])
-    return [GlyphDataset.to_tensor(ds.images[rng.choice(train[ds.coverage[train, c]], size=n_fonts, replace=False), c])
-            for c in cats]
+    return [ds.tensor(rng.choice(covered, size=min(n_fonts, len(covered)), replace=False), c)
+            for c in cats for covered in [train[ds.coverage[train, c]]]]
 
 
 def glyph_ruler(ds: GlyphDataset, judge_path: str, lpips_vgg: nn.Module, seed: int = 0, collapse_quantile: float = 0.01,

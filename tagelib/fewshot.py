@@ -17,6 +17,7 @@ from tagelib.factorize import class_embeddings, compose, residuals, validate_lay
 from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.inversion import ShotInverter
 from tagelib.latent import LatentSpace
+from tagelib.paper_data import load_dataset
 from tagelib.paths import output_dirs, resolve
 from tagelib.perceptual import load_lpips, lpips_distance
 
@@ -36,14 +37,14 @@ def shot_codes(model: LatentSpace, ds: GlyphDataset, shots: dict[int, list[int]]
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes of the shots (C, k, L, D) and the k-shot class embeddings w̄ (C, L, D), in `shots` order.
     `invert(x) -> w` is the pipeline's inversion (default: E alone)."""
-    imgs = torch.stack([GlyphDataset.to_tensor(ds.images[styles, c]) for c, styles in shots.items()])  # (C, k, 1, H, W)
+    imgs = torch.stack([ds.tensor(styles, c) for c, styles in shots.items()])  # (C, k, 1, H, W)
     w = (invert or model.encode_batched)(imgs.flatten(0, 1)).unflatten(0, imgs.shape[:2])
     return w, w.mean(1)
 
 
 def shot_pool_images(ds: GlyphDataset) -> torch.Tensor:
     """Every image of the unseen categories' shot pools (N, 1, H, W): what `ShotInverter.warm` refines up front."""
-    return torch.cat([GlyphDataset.to_tensor(ds.images[ds.pool(ds.categories[c], "unseen_shots"), c]) for c in ds.unseen])
+    return torch.cat([ds.tensor(ds.pool(ds.categories[c], "unseen_shots"), c) for c in ds.unseen])
 
 
 def shot_inverter(model: LatentSpace, ds: GlyphDataset, refine_steps: int, lpips_alex, lr: float = 0.03) -> ShotInverter:
@@ -80,8 +81,8 @@ def transfer_error(model: LatentSpace, ds: GlyphDataset, pairs: np.ndarray, clas
     AGE's dictionary reconstruction; CLM's quantization). Layers outside S come from w̄_t.
     """
     f, c, t = pairs.T
-    src = GlyphDataset.to_tensor(ds.images[f, c])
-    truth = GlyphDataset.to_tensor(ds.images[f, t])
+    src = ds.tensor(f, c)
+    truth = ds.tensor(f, t)
     w_src = model.encode_batched(src)
     ce_c = torch.stack([class_emb[int(k)] for k in c])
     ce_t = torch.stack([class_emb[int(k)] for k in t])
@@ -106,7 +107,7 @@ def training_codes(model: LatentSpace, ds: GlyphDataset, max_styles: int, seed: 
     s_idx, c_idx = np.meshgrid(pick, cats, indexing="ij")
     keep = ds.coverage[s_idx, c_idx]
     s_idx, c_idx = s_idx[keep], c_idx[keep]
-    images = GlyphDataset.to_tensor(ds.images[s_idx, c_idx])
+    images = ds.tensor(s_idx, c_idx)
     return model.encode_batched(images), torch.from_numpy(c_idx), torch.from_numpy(s_idx), images
 
 
@@ -134,15 +135,16 @@ class EditingContext(NamedTuple):
 
 
 def editing_context(notebook: str, run_dir: str, figures_dir: str, data_dir: str, checkpoint: str, edit_layers: str,
-                    seed: int, threads: int) -> EditingContext:
+                    seed: int, threads: int, dataset: str = "glyphs") -> EditingContext:
     """Seed torch, set its threads, create the output folders and load data, latent space and LPIPS nets.
 
-    `edit_layers` is a comma-separated list ("0,1,2,3"); a missing checkpoint names notebook 01.
+    `edit_layers` is a comma-separated list ("0,1,2,3"); a missing checkpoint names notebook 01; `dataset` and
+    `data_dir` as in `tagelib.paper_data.load_dataset`.
     """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     out_dir, fig_dir = output_dirs(run_dir, figures_dir, notebook)
     model = LatentSpace.load(resolve(checkpoint))
     layers = validate_layers([int(i) for i in edit_layers.split(",")], model.n_latent)
-    return EditingContext(GlyphDataset.load(resolve(data_dir)), model, layers, load_lpips("alex"), load_lpips("vgg"),
+    return EditingContext(load_dataset(dataset, data_dir, model.cfg.generator.size), model, layers, load_lpips("alex"), load_lpips("vgg"),
                           out_dir, fig_dir, np.random.default_rng(seed))

@@ -43,7 +43,7 @@ def real_glyphs(protocol: Protocol, seed: int = 0) -> GenerateFn:
     ds = protocol.ds
 
     def generate(category, shots, n, generator):
-        return GlyphDataset.to_tensor(ds.images[other_real_styles(protocol, category, n, seed), category])
+        return ds.tensor(other_real_styles(protocol, category, n, seed), category)
 
     return generate
 

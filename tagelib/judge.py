@@ -25,6 +25,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -134,7 +135,8 @@ def judge_split(ds: GlyphDataset, val_fraction: float = 0.1, seed: int = 0) -> d
     keep &= np.array([(int(s), int(c)) not in excluded for s, c in zip(s_all, c_all)])
     is_seen = np.isin(c_all, ds.seen)
     val = ds.coverage[s_all, c_all] & np.isin(s_all, val_styles) & is_seen
-    held_s, held_c = np.meshgrid(np.array(ds.split_info["heldout_styles"]), np.arange(len(ds.categories)), indexing="ij")
+    held_s, held_c = np.meshgrid(np.array(ds.split_info["heldout_styles"], dtype=np.int64), np.arange(len(ds.categories)),
+                                 indexing="ij")
     held = ds.coverage[held_s, held_c]
     return {"train": (s_all[keep], c_all[keep]), "val_seen": (s_all[val], c_all[val]),
             "reference": ds.pairs("unseen_reference"), "heldout": (held_s[held], held_c[held])}
@@ -143,11 +145,13 @@ def judge_split(ds: GlyphDataset, val_fraction: float = 0.1, seed: int = 0) -> d
 def homoglyph_groups(ds: GlyphDataset, max_difference: float = 0.02, min_share: float = 0.5) -> list[list[str]]:
     """Categories that fonts draw with the same outline, which no judge can tell apart (e.g. Greek Γ, Cyrillic Г).
 
-    Two categories are homoglyphs when more than `min_share` of the fonts covering both render them
+    Glyphs only (an RGB dataset has none). Two categories are homoglyphs when more than `min_share` of the fonts covering both render them
     identically: Σ|x − y| / (Σx + Σy) < `max_difference` (the curation's clone measure). Pairs are first
     screened on their mean images (a pair can only be identical in most fonts if its means are close), then
     measured font by font. Returns the groups (connected pairs), each sorted by category id.
     """
+    if ds.channels != 1:
+        return []  # photographs: slot i of two classes are unrelated images, and no two classes are drawn alike
     K = len(ds.categories)
     ink = ds.images.reshape(len(ds.images), K, -1)  # (S, K, P) uint8
     cov = ds.coverage
@@ -184,7 +188,7 @@ def real_accuracy(judge: GlyphJudge, ds: GlyphDataset, styles: np.ndarray, cats:
     over the unseen ones, plus the per-category verdicts and confusions (`metrics.category_preservation`)."""
     from tagelib.metrics import category_preservation
 
-    pred, _ = judge.predict(GlyphDataset.to_tensor(ds.images[styles, cats]))
+    pred, _ = judge.predict(ds.tensor(styles, cats))
     y = torch.from_numpy(np.asarray(cats))
     unseen = torch.isin(y, torch.tensor(ds.unseen))
     verdicts = category_preservation(pred, y, ds.categories, ds.seen, judge.canonical)
@@ -245,22 +249,24 @@ def augment_glyphs(x: Tensor, generator: torch.Generator) -> Tensor:
     return (x + noise).clamp(-1, 1)
 
 
-def train_judge(judge: GlyphJudge, ink: np.ndarray, labels: np.ndarray, cfg: JudgeTrainConfig,
-                progress: bool = True) -> dict[str, list]:
-    """Train on real glyphs: `ink` uint8 (N, S, S), `labels` (N,) category ids. Returns the loss history."""
-    if len(ink) != len(labels) or len(ink) == 0:
-        raise ValueError(f"need as many labels as images (> 0), got {len(ink)} and {len(labels)}")
+def train_judge(judge: GlyphJudge, images, labels: np.ndarray, cfg: JudgeTrainConfig, progress: bool = True,
+                to_tensor: Callable[[np.ndarray], Tensor] = GlyphDataset.to_tensor) -> dict[str, list]:
+    """Train on real images: `images` indexable by an index array (uint8 glyph ink (N, S, S), or a dataset's lazy
+    `ds.view(styles, categories)`), `labels` (N,) category ids, `to_tensor` the dataset's conversion. Returns the
+    loss history."""
+    if len(images) != len(labels) or len(images) == 0:
+        raise ValueError(f"need as many labels as images (> 0), got {len(images)} and {len(labels)}")
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    data, y = torch.from_numpy(ink), torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
     hist: dict[str, list] = {"loss": [], "accuracy": [], "seconds": []}
     start = time.perf_counter()
     judge.train()
     for _ in trange(cfg.steps, desc="judge", disable=not progress):
-        idx = torch.randint(len(data), (min(cfg.batch_size, len(data)),), generator=gen)
-        x = GlyphDataset.to_tensor(data[idx].numpy())
+        idx = torch.randint(len(y), (min(cfg.batch_size, len(y)),), generator=gen)
+        x = to_tensor(images[idx.numpy()])
         if cfg.augment:
             x = augment_glyphs(x, gen)
         logits = judge(x)

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tagelib.checkpoint_io import CheckpointMismatchError, load_checked, load_module, save_module
+from tagelib.checkpoints import import_foreign_checkpoint
 from tagelib.paths import checkpoint_file
 from tagelib.psp import EncoderConfig, GradualStyleEncoder
 from tagelib.stylegan2 import Generator, GeneratorConfig
@@ -37,8 +39,10 @@ class LatentSpaceConfig:
         if n_latent != e.n_styles or g.style_dim != e.style_dim:
             raise ValueError(f"encoder emits ({e.n_styles}, {e.style_dim}) codes, generator needs "
                              f"({n_latent}, {g.style_dim})")
-        if e.input_size != g.size or e.in_channels != g.img_channels:
-            raise ValueError("encoder input and generator output must have the same size and channels")
+        if e.in_channels != g.img_channels or e.input_size > g.size or g.size % e.input_size:
+            raise ValueError(f"the generator draws {g.img_channels} x {g.size} px, the encoder reads "
+                             f"{e.in_channels} x {e.input_size} px: channels must agree and the generator's size must "
+                             "be the encoder's or a multiple of it (pSp/AGE pool 1024 px down to 256 px)")
 
 
 def glyph_latent_config(style_dim: int = 128, gen_widths: str = "256,256,128,64", enc_units: str = "1,2,2,1",
@@ -50,6 +54,25 @@ def glyph_latent_config(style_dim: int = 128, gen_widths: str = "256,256,128,64"
         GeneratorConfig(size=size, style_dim=style_dim, n_mlp=4, img_channels=1, widths=ints(gen_widths)),
         EncoderConfig(input_size=size, in_channels=1, n_styles=8, style_dim=style_dim, mode="ir",
                       units=ints(enc_units), widths=ints(enc_widths)))
+
+
+def paper_latent_config(architecture: str) -> LatentSpaceConfig:
+    """The official architectures a foreign checkpoint is loaded into (notebook 01's `architecture` parameter):
+
+    - `age-1024`: AGE's and pSp's: StyleGAN2 Generator(1024, 512, 8) pooled to 256 px, GradualStyleEncoder ir_se-50
+      at 256 px, W+ 18 x 512;
+    - `psp-256`: a 256 px StyleGAN2 (W+ 14 x 512) with the same encoder;
+    - `paper-synthetic`: the rehearsal's small RGB networks (`tagelib.paper_synthetic`)."""
+    if architecture == "paper-synthetic":
+        from tagelib.paper_synthetic import synthetic_latent_config
+
+        return synthetic_latent_config()
+    sizes = {"age-1024": 1024, "psp-256": 256}
+    if architecture not in sizes:
+        raise ValueError(f"unknown architecture {architecture!r}; valid: {[*sizes, 'paper-synthetic']}")
+    generator = GeneratorConfig(size=sizes[architecture], style_dim=512, n_mlp=8, channel_multiplier=2, img_channels=3)
+    return LatentSpaceConfig(generator, EncoderConfig(input_size=256, in_channels=3, n_styles=generator.n_latent,
+                                                      style_dim=512, num_layers=50, mode="ir_se"))
 
 
 class LatentSpace(nn.Module):
@@ -72,8 +95,11 @@ class LatentSpace(nn.Module):
         return self.encoder(x) + self.latent_avg
 
     def decode(self, w: Tensor) -> Tensor:
-        """w (B, L, D) -> image (B, C, S, S); the generator's fixed noise maps, so decoding is deterministic."""
-        return self.decoder(w, randomize_noise=False)
+        """w (B, L, D) -> image (B, C, S, S) at the encoder's size S (pSp's face_pool averages a larger generator's
+        output down); the generator's fixed noise maps, so decoding is deterministic."""
+        image = self.decoder(w, randomize_noise=False)
+        size = self.cfg.encoder.input_size
+        return image if image.shape[-1] == size else F.adaptive_avg_pool2d(image, size)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
@@ -86,6 +112,17 @@ class LatentSpace(nn.Module):
 
     def train(self, mode: bool = True) -> "LatentSpace":
         return super().train(False if self.frozen else mode)
+
+    def provenance(self) -> str:
+        """Where the weights come from, in a few words: the training recipe, or the imported checkpoint."""
+        info = getattr(self, "training_info", {}) or {}
+        if "imported_from" in info:
+            return f"imported from {info['imported_from']} ({info['kind']})"
+        if "train" not in info:
+            return "untrained"
+        train = info["train"]
+        return (f"{train['steps']} steps × {train.get('batch_size', '?')}, {info.get('train_seconds', 0) / 60:.0f} min, "
+                f"augment {train.get('augment', 0)}, pseudo {train.get('pseudo_fraction', 0)}")
 
     @torch.no_grad()
     def encode_batched(self, x: Tensor, batch_size: int = 512) -> Tensor:
@@ -120,4 +157,21 @@ class LatentSpace(nn.Module):
         model = cls(cfg)
         load_checked(model, state, name="the latent space", source=path)
         model.training_info = {k: v for k, v in config.items() if k not in ("generator", "encoder")}
+        return model.freeze() if frozen else model
+
+    @classmethod
+    def from_foreign(cls, path: str | Path, cfg: LatentSpaceConfig, frozen: bool = True) -> "LatentSpace":
+        """An official pSp or AGE checkpoint (`encoder.*`, `decoder.*`, `latent_avg`) in the architecture `cfg`
+        (`torch.load(weights_only=True)`; any key or shape mismatch names the file and the keys)."""
+        model = cls(cfg)
+        found = import_foreign_checkpoint(path, generator=model.decoder, encoder=model.encoder)
+        if found.latent_avg is None:
+            raise CheckpointMismatchError(f"{path}: no `latent_avg`; pSp and AGE checkpoints store one")
+        avg = found.latent_avg.float()
+        avg = avg.expand(model.n_latent, -1) if avg.dim() == 1 else avg
+        if tuple(avg.shape) != tuple(model.latent_avg.shape):
+            raise CheckpointMismatchError(f"{path}: latent_avg {tuple(found.latent_avg.shape)}, the architecture "
+                                          f"needs {tuple(model.latent_avg.shape)}")
+        model.latent_avg.copy_(avg)
+        model.training_info = {"imported_from": str(path), "kind": found.kind}
         return model.freeze() if frozen else model

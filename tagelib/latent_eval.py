@@ -46,7 +46,7 @@ def category_means(model: LatentSpace, ds: GlyphDataset, categories: list[int], 
     means = []
     for k in categories:
         s = rng.permutation([x for x in styles if ds.coverage[x, k]])[:max_styles]
-        means.append(model.encode_batched(GlyphDataset.to_tensor(ds.images[s, k])).mean(0))
+        means.append(model.encode_batched(ds.tensor(s, k)).mean(0))
     return torch.stack(means)
 
 
@@ -71,13 +71,13 @@ def transfer(model: LatentSpace, ds: GlyphDataset, pairs: np.ndarray, class_mean
              lpips_model) -> dict:
     """LPIPS to the real x_{c',f} of: the transfer, the w̄_c' baseline, and the random-other-font baseline."""
     f, c, t, other = pairs.T
-    src = GlyphDataset.to_tensor(ds.images[f, c])
-    truth = GlyphDataset.to_tensor(ds.images[f, t])
+    src = ds.tensor(f, c)
+    truth = ds.tensor(f, t)
     mean_c = torch.stack([class_means[k] for k in c])
     mean_t = torch.stack([class_means[k] for k in t])
     moved = model.decode_batched(mean_t + model.encode_batched(src) - mean_c)
     avg = model.decode_batched(mean_t)
-    wrong_font = GlyphDataset.to_tensor(ds.images[other, t])
+    wrong_font = ds.tensor(other, t)
     return {
         "transfer": lpips_distance(lpips_model, moved, truth).mean().item(),
         "class_mean_only": lpips_distance(lpips_model, avg, truth).mean().item(),
@@ -130,7 +130,7 @@ def judge_targets(model: LatentSpace, ds: GlyphDataset, ruler, seen_residuals: t
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     heldout = np.array(ds.split_info["heldout_styles"])
-    load = lambda styles, c: GlyphDataset.to_tensor(ds.images[styles, c])
+    load = lambda styles, c: ds.tensor(styles, c)
     out = {}
     for fonts in ("training fonts", "held-out families"):
         images, truth, shots = [], [], []
@@ -170,7 +170,7 @@ def refinement_sweep(model: LatentSpace, ds: GlyphDataset, ruler, seen_residuals
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     pools = [ds.pool(ds.categories[c], "unseen_shots") for c in ds.unseen]
-    images = torch.cat([GlyphDataset.to_tensor(ds.images[p, c]) for p, c in zip(pools, ds.unseen)])
+    images = torch.cat([ds.tensor(p, c) for p, c in zip(pools, ds.unseen)])
     offsets = np.cumsum([0] + [len(p) for p in pools])
     pick = torch.from_numpy(np.concatenate([o + np.stack([rng.choice(len(p), 3, replace=False) for _ in range(draws)])
                                             for o, p in zip(offsets, pools)]))  # (C * draws, 3) rows of `images`
@@ -192,12 +192,10 @@ def recipe_table(recipes: dict) -> str:
     lines = ["| latent space | G widths | training | E→G (training / held-out fonts) | FD-domain E→G | shots refined | "
              "class embedding k=3 | continuous transfer k=3 |", "|---|---|---|---|---|---|---|---|"]
     for name, (model, t, sweep) in recipes.items():
-        tr = model.training_info
         for length, row in sweep["rows"].items():
             lines.append(
-                f"| {name} | {'/'.join(map(str, model.cfg.generator.widths))} | {tr['train']['steps']} steps, "
-                f"{tr['train_seconds'] / 60:.0f} min, augment {tr['train'].get('augment', 0)}, "
-                f"pseudo {tr['train'].get('pseudo_fraction', 0)} | {t['E→G, training fonts']:.1%} / "
+                f"| {name} | {'/'.join(map(str, model.cfg.generator.widths))} | {model.provenance()} | "
+                f"{t['E→G, training fonts']:.1%} / "
                 f"{t['E→G, held-out families']:.1%} | {t['FD-domain E→G, training fonts']:.2f} | {length} steps "
                 f"({int(length) * sweep['ms_per_shot_step']:.0f} ms/shot) | {row['class embedding k=3']:.1%} | "
                 f"{row['continuous transfer k=3']:.1%} |")

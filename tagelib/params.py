@@ -20,6 +20,8 @@ from typing import Any, Callable
 import yaml
 
 ABLATION_VARIANTS = ("base", "pseudo", "augment", "augment+pseudo", "no cross")  # tagelib.latent_ablation.VARIANTS
+DATASET_NAMES = ("glyphs", "animal", "flower", "vggface", "synthetic", "folders")  # paper_data.DATASETS
+ARCHITECTURES = ("age-1024", "psp-256", "paper-synthetic")  # latent.paper_latent_config
 PROMPT_WORDS = ("bold", "light", "italic", "serif", "sans-serif", "monospace", "condensed", "wide")  # attribute_probe.ATTRIBUTES
 
 TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
@@ -125,6 +127,7 @@ RULES: dict[str, Rule] = {
     "codebook": Rule("a non-empty path", bool), "cpm": Rule("a non-empty path", bool),
     "age_checkpoint": Rule("a non-empty path", bool),
     "decode_order": one_of("confidence", "random"),
+    "dataset": one_of(*DATASET_NAMES), "architecture": one_of(*ARCHITECTURES),
     "prompts": Rule(f"comma-separated attribute words among {list(PROMPT_WORDS)}",
                     lambda v: bool(v) and all(t.strip() in PROMPT_WORDS for t in v.split(","))),
     "ablation_variants": Rule(f"comma-separated names among {list(ABLATION_VARIANTS)}",

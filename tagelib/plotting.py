@@ -12,25 +12,32 @@ from tagelib.atomic import atomic_path
 
 
 def to_display(images: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Glyph images as dark ink on white for display: float in [-1, 1] (…, 1, H, W) or uint8 ink (…, H, W)."""
+    """Images for display as RGB (…, H, W, 3) in [0, 1]: glyphs as dark ink on white (float in [-1, 1]
+    (…, 1, H, W) or uint8 ink (…, H, W)), photographs as they are (float (…, 3, H, W) or uint8 (…, H, W, 3))."""
     if isinstance(images, torch.Tensor):
         images = images.detach().float().cpu()
+        if images.dim() >= 3 and images.shape[-3] == 3:  # RGB in [-1, 1]
+            return ((images.clamp(-1, 1) + 1.0) / 2.0).movedim(-3, -1).numpy()
         if images.dim() >= 3 and images.shape[-3] == 1:
             images = images.squeeze(-3)
-        return 1.0 - (images.clamp(-1, 1).numpy() + 1.0) / 2.0
-    return 1.0 - images.astype(np.float32) / 255.0
+        gray = 1.0 - (images.clamp(-1, 1).numpy() + 1.0) / 2.0
+    elif images.ndim >= 3 and images.shape[-1] == 3:  # raw RGB
+        return images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0)
+    else:
+        gray = 1.0 - images.astype(np.float32) / 255.0
+    return np.repeat(gray[..., None], 3, axis=-1)
 
 
 def image_grid(images: torch.Tensor | np.ndarray, ax=None, row_labels=None, col_labels=None, title=None, pad: int = 1):
-    """Show images laid out (rows, cols, H, W) [or (rows, cols, 1, H, W)] as one mosaic on `ax`."""
-    arr = to_display(images)  # (R, C, H, W) in [0, 1], 1 = paper
-    rows, cols, h, w = arr.shape
-    mosaic = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.float32)
-    view = mosaic[pad:, pad:].reshape(rows, h + pad, cols, w + pad)[:, :h, :, :w]
-    view[...] = arr.transpose(0, 2, 1, 3)
+    """Show images laid out (rows, cols, …) — glyphs or photographs, see `to_display` — as one mosaic on `ax`."""
+    arr = to_display(images)  # (R, C, H, W, 3) in [0, 1]
+    rows, cols, h, w, _ = arr.shape
+    mosaic = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), dtype=np.float32)
+    view = mosaic[pad:, pad:].reshape(rows, h + pad, cols, w + pad, 3)[:, :h, :, :w]
+    view[...] = arr.transpose(0, 2, 1, 3, 4)
     if ax is None:
         _, ax = plt.subplots(figsize=(max(3, cols * 0.45), max(2, rows * 0.45)))
-    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(mosaic, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([pad + (w + pad) * i + w / 2 for i in range(cols)] if col_labels else [])
     ax.set_yticks([pad + (h + pad) * i + h / 2 for i in range(rows)] if row_labels else [])
     if col_labels:
@@ -60,14 +67,14 @@ def smooth(values, window: int = 25) -> np.ndarray:
 
 
 def verdict_grid(images: torch.Tensor, correct: torch.Tensor, ax, row_labels=None, title=None, border: int = 2):
-    """Images (rows, cols, 1, H, W) in [-1, 1], each framed green (judged correct) or red (wrong), on `ax`."""
-    arr = to_display(images)  # (R, C, H, W), 1 = paper
-    rows, cols, h, w = arr.shape
+    """Images (rows, cols, C, H, W) in [-1, 1], each framed green (judged correct) or red (wrong), on `ax`."""
+    arr = to_display(images)  # (R, C, H, W, 3)
+    rows, cols, h, w, _ = arr.shape
     ok = correct.cpu().numpy().astype(bool)[..., None]  # (R, C, 1)
     frame = np.where(ok, np.array([0.1, 0.65, 0.2]), np.array([0.85, 0.1, 0.1]))  # (R, C, 3)
     ch, cw = h + 2 * border, w + 2 * border  # one framed cell
     tiles = np.broadcast_to(frame[:, :, None, None, :], (rows, cols, ch, cw, 3)).copy()
-    tiles[:, :, border:border + h, border:border + w] = arr[..., None]
+    tiles[:, :, border:border + h, border:border + w] = arr
     mosaic = np.ones((rows * (ch + 1) + 1, cols * (cw + 1) + 1, 3), dtype=np.float32)  # 1 px white gutters
     mosaic[1:, 1:].reshape(rows, ch + 1, cols, cw + 1, 3)[:, :ch, :, :cw] = tiles.transpose(0, 2, 1, 3, 4)
     ax.imshow(mosaic, interpolation="nearest")

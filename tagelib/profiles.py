@@ -9,7 +9,10 @@ Keys:
 - ``makes``: shipped artefacts under ``data/`` this profile regenerates on purpose (e.g. ``pretrain``:
   ``[data/latent/glyph32]``); every other profile may not write under ``data/``;
 - ``defaults``: values for every notebook that declares the key;
-- ``notebooks``: per-notebook values, each of which the notebook must declare.
+- ``notebooks``: per-notebook values, each of which the notebook must declare;
+- ``skip``: notebooks this profile does not run (e.g. the glyph-only 00_data in the paper profiles);
+- ``inputs``: inputs the runner builds into ``{run_dir}/inputs/`` before checking the batch (``paper-synthetic``:
+  `tagelib.paper_synthetic.write_inputs`, the rehearsal's LoFGAN-format file and official-layout checkpoints).
 
 String values may say ``{run_dir}``, replaced by the run folder of the run (so ``--set run_dir=...`` moves them).
 """
@@ -22,7 +25,8 @@ import yaml
 
 from tagelib.paths import NOTEBOOKS_DIR, PROFILES_DIR
 
-PROFILE_KEYS = {"description", "run_dir", "figures_dir", "makes", "defaults", "notebooks"}
+PROFILE_KEYS = {"description", "run_dir", "figures_dir", "makes", "defaults", "notebooks", "skip", "inputs"}
+INPUT_BUILDERS = ("paper-synthetic",)
 RUN_KEYS = ("run_dir", "figures_dir")
 
 
@@ -75,6 +79,11 @@ def load_profile(name: str) -> dict[str, Any]:
         per_notebook = [nb for nb, values in profile["notebooks"].items() if key in values]
         if key in profile["defaults"] or per_notebook:
             raise SystemExit(f"{path}: {key} is one per run; set it at the top level, not under defaults or notebooks")
+    skip = profile.setdefault("skip", [])
+    if not isinstance(skip, list) or not set(skip) <= set(available_notebooks()):
+        raise SystemExit(f"{path}: skip must be a list of notebooks among {available_notebooks()}, got {skip!r}")
+    if profile.setdefault("inputs", None) not in (None, *INPUT_BUILDERS):
+        raise SystemExit(f"{path}: inputs={profile['inputs']!r}; valid: {list(INPUT_BUILDERS)}")
     unknown_nbs = set(profile["notebooks"]) - set(available_notebooks())
     if unknown_nbs:
         raise SystemExit(f"{path}: unknown notebook(s) {sorted(unknown_nbs)}; valid: {available_notebooks()}")

@@ -37,14 +37,34 @@ COLUMNS = [  # (key in a row, header, format)
 ]
 
 
+REHEARSAL_DATA = "paper_synthetic.npy"  # tagelib.paper_data.LOFGAN["synthetic"].file
+REHEARSAL_NOTE = "REHEARSAL: drawn data and random-weight networks (paper-synthetic); these numbers mean nothing"
+
+
+def data_fingerprint(data_dir: str) -> str:
+    """The data a number was measured on: the glyph artefact's sha256, or a paper `.npy` file's size and the sha256
+    of its first 16 MiB (the file may be gigabytes), or an image folder's name."""
+    path = resolve(data_dir)
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = hashlib.sha256(f.read(1 << 24)).hexdigest()[:12]
+        return f"{data_dir} ({path.stat().st_size / 2**20:.0f} MiB, sha256 of the first 16 MiB {head}…)"
+    npz = path / "glyphs32.npz"
+    if npz.is_file():
+        return f"{data_dir} (glyphs32.npz sha256 {hashlib.sha256(npz.read_bytes()).hexdigest()[:12]}…)"
+    return f"{data_dir} (image folders)" if path.is_dir() else f"{data_dir} (missing)"
+
+
 def provenance(data_dir: str, seed: int, ruler) -> dict:
-    """Where a number comes from: profile, data (with its hash), judge and extractors, seed, git commit, machine."""
-    npz = resolve(data_dir) / "glyphs32.npz"
-    digest = hashlib.sha256(npz.read_bytes()).hexdigest()[:12] if npz.is_file() else "missing"
-    return {"profile": os.environ.get("TAGE_PROFILE", "interactive (no profile)"),
-            "data": f"{data_dir} (glyphs32.npz sha256 {digest}…)", "extractors": [e.fd_name for e in ruler.extractors],
+    """Where a number comes from: profile, data (with its fingerprint), judge and extractors, seed, git commit,
+    machine; a rehearsal's numbers are marked as meaningless."""
+    prov = {"profile": os.environ.get("TAGE_PROFILE", "interactive (no profile)"),
+            "data": data_fingerprint(data_dir), "extractors": [e.fd_name for e in ruler.extractors],
             "homoglyphs": ["/".join(g) for g in ruler.judge.homoglyphs], "collapse_floor": ruler.collapse_floor, "seed": seed,
             "commit": git_commit(), "machine": machine()}
+    if resolve(data_dir).name == REHEARSAL_DATA:
+        prov["note"] = REHEARSAL_NOTE
+    return prov
 
 
 def git_commit() -> str:
@@ -106,7 +126,7 @@ def write_baseline_table(run_dir: str, figures_dir: str) -> str:
     found = _load_rows(run_dir)
     if not found:
         raise FileNotFoundError(f"no {ROW_FILE} under {resolve(run_dir)}; run notebooks 01–05 first")
-    lines = ["# Few-shot generation on unseen categories: baselines and TAGE (glyphs, LoFGAN protocol, judge = classifier trained on real glyphs only)", "",
+    lines = ["# Few-shot generation on unseen categories: baselines and TAGE (LoFGAN protocol, judge = a classifier trained on real images only)", "",
              "Each row: the unseen categories × n generated images vs the real reference images of each category (from the "
              "reference halves of the evaluation pools). judge top-1 = category preservation (homoglyphs — characters most fonts "
              "draw identically, listed below — count as one; strict = exact character); held-out fonts = judge top-1 with the "
@@ -116,6 +136,8 @@ def write_baseline_table(run_dir: str, figures_dir: str) -> str:
              "VGG16 pool5 (images resized to 32 px; not FID); LPIPS-vgg diversity at 32 px (mean over pairs within a "
              "category); collapse = share of pairs closer than the calibrated floor; FSC gain = few-shot classification "
              "gain (10-way, real + generated vs real only, mean ± 95 % CI over episodes; – = not measured).", ""]
+    notes = sorted({content["provenance"]["note"] for _, content in found if "note" in content["provenance"]})
+    lines += [f"**{note}**" for note in notes] + ([""] if notes else [])
     header = [h for _, h, _ in COLUMNS]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     buf = io.StringIO()

@@ -220,6 +220,7 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
                 continue
             target = resolve(values[key])
             writes = step_key in declared[name] and (values.get(step_key) or 0) > 0
+            writes |= key == "checkpoint" and bool(values.get("import_checkpoint"))  # notebook 01 imports into it
             if writes:
                 _check_shipped_write(plan, profile, name, key, values, target, modified)
                 if _artefact_file(key, target).exists() and "overwrite" in declared[name] and not values.get("overwrite"):
@@ -236,8 +237,16 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
             if key in values and maker not in earlier and not checkpoint_file(resolve(values[key])).is_file():
                 raise SystemExit(f"{name}: {key}={values[key]!r} does not exist ({checkpoint_file(resolve(values[key]))}); "
                                  f"it is made by notebook {maker} — run it first, in this batch or with the same run_dir")
-        if "data_dir" in values and not resolve(values["data_dir"]).is_dir():
-            raise SystemExit(f"{name}: data_dir={values['data_dir']!r} does not exist; it is made by {MADE_BY['data_dir']}")
+        is_file = values.get("dataset", "glyphs") not in ("glyphs", "folders")  # a LoFGAN .npy
+        data = resolve(values["data_dir"]) if "data_dir" in values else None
+        if data is not None and not (data.is_file() if is_file else data.is_dir()):
+            made_by = MADE_BY["data_dir"] if values.get("dataset", "glyphs") == "glyphs" else (
+                "the paper's public files: `python data/prepare_paper_datasets.py` says where they are")
+            raise SystemExit(f"{name}: data_dir={values['data_dir']!r} is not an existing {'file' if is_file else 'folder'}"
+                             f" for dataset={values.get('dataset', 'glyphs')!r}; it is made by {made_by}")
+        if values.get("import_checkpoint") and not resolve(values["import_checkpoint"]).is_file():
+            raise SystemExit(f"{name}: import_checkpoint={values['import_checkpoint']!r} does not exist; download the "
+                             "official pSp / AGE checkpoint (README, \"Paper datasets on a GPU\")")
         compare = resolve(values["compare_checkpoint"]) if values.get("compare_checkpoint") else None
         if compare and not any(_same_artefact(compare, m) for m in made_here) and not checkpoint_file(compare).is_file():
             raise SystemExit(f"{name}: compare_checkpoint={values['compare_checkpoint']!r} does not exist "
@@ -308,13 +317,21 @@ def _build_plan(profile_name: str, only: list[str] | None, overrides: list[str])
         bad = sorted(set(only) - set(names))
         if bad:
             raise SystemExit(f"--only: unknown notebook(s) {bad}; valid: {names}")
+        skipped = sorted(set(only) & set(profile["skip"]))
+        if skipped:
+            raise SystemExit(f"--only {skipped}: profile {profile_name} does not run them (its `skip`)")
         names = [n for n in names if n in only]
+    names = [n for n in names if n not in profile["skip"]]
     parsed = parse_overrides(list(overrides), names)
     declared_all = {n: declared_parameters(NOTEBOOKS_DIR / f"{n}.ipynb") for n in available_notebooks()}
     _check_global_keys(profile, parsed, declared_all, names)
     notes: list[str] = []
     run_dir, figures_dir = _run_folders(profile_name, profile, parsed, bool(only or overrides), notes)
     plan = Plan(profile_name, run_dir, figures_dir, notes=notes)
+    if profile["inputs"] == "paper-synthetic":  # built first, so that the file checks below find them
+        from tagelib.paper_synthetic import write_inputs
+
+        write_inputs(resolve(plan.run_dir) / "inputs")
     effective = {}
     for name in names:
         params = notebook_parameters(profile, name, declared_all[name], parsed, plan.run_dir, plan.figures_dir)

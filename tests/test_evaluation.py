@@ -86,7 +86,7 @@ def test_few_shot_gain_is_positive_for_extra_real_glyphs_and_nil_for_copies_of_t
     generator): the full-batch loss, hence the trained classifier, is the same."""
     def more_real(c, shots, n, g):
         pool = ds.pool(ds.categories[c], "unseen_judge")
-        return GlyphDataset.to_tensor(ds.images[pool[:n], c])
+        return ds.tensor(pool[:n], c)
 
     copies = lambda c, shots, n, g: shots[torch.arange(n) % len(shots)]
     kw = dict(ways=5, shots=(1,), episodes=4, n_generated=10, n_query=10, progress=False)

@@ -107,11 +107,11 @@ def _farthest_fonts(ds, category, n, pool=200):
     for _ in range(n - 1):
         chosen.append(int(dist.argmax()))
         dist = np.minimum(dist, np.abs(x - x[chosen[-1]]).sum(1))
-    return GlyphDataset.to_tensor(ds.images[styles[chosen], category])
+    return ds.tensor(styles[chosen], category)
 
 
 def test_collapse_rate_is_one_on_duplicates_and_zero_on_distinct_real_fonts(ds, lpips_vgg):
-    calib = [GlyphDataset.to_tensor(ds.images[ds.split_info["train_styles"][:24], c]) for c in ds.seen[:6]]
+    calib = [ds.tensor(ds.split_info["train_styles"][:24], c) for c in ds.seen[:6]]
     floor = calibrate_collapse_floor(lpips_vgg, calib, quantile=0.01)
     assert floor > 0
     c = ds.unseen[0]

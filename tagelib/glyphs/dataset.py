@@ -42,7 +42,15 @@ class GlyphSet:
 
 
 class GlyphDataset:
-    """The glyph artefact: ink images (S, K, H, W) uint8, coverage (S, K), category names, style metadata, split."""
+    """The glyph artefact: ink images (S, K, H, W) uint8, coverage (S, K), category names, style metadata, split.
+
+    This is also the interface every dataset shares (`tagelib.paper_data` for Animal Faces, Flowers, VGGFaces):
+    `images[styles, categories]` indexes raw images, `tensor(styles, categories)` returns them as model input,
+    `to_tensor` / `to_ink` convert between the two. A "style" is an image slot shared across categories: a font
+    here, an image index in the paper datasets.
+    """
+
+    channels = 1  # image channels of `tensor` (glyphs: one, ink)
 
     def __init__(self, images: np.ndarray, coverage: np.ndarray, categories: list[str], styles: list[dict], split: dict):
         self.images, self.coverage, self.categories, self.styles, self.split_info = images, coverage, categories, styles, split
@@ -114,6 +122,19 @@ class GlyphDataset:
             styles, cats = styles[keep], cats[keep]
         return GlyphSet(self.to_tensor(self.images[styles, cats]), torch.from_numpy(cats), torch.from_numpy(styles))
 
+    @property
+    def size(self) -> int:
+        """Side of the square images `tensor` returns."""
+        return int(self.images.shape[-1])
+
+    def tensor(self, styles, categories) -> torch.Tensor:
+        """Model input for index arrays (or ints) of styles and categories: float (..., C, H, W) in [-1, 1]."""
+        return self.to_tensor(self.images[styles, categories])
+
+    def view(self, styles: np.ndarray, categories: np.ndarray) -> "ImageView":
+        """Lazy images (style, category) pairs: `view[rows]` reads only those rows' raw images."""
+        return ImageView(self, np.asarray(styles), np.asarray(categories))
+
     @staticmethod
     def to_tensor(ink: np.ndarray) -> torch.Tensor:
         """uint8 ink (..., H, W) -> float (..., 1, H, W) in [-1, 1], ink = +1, background = -1."""
@@ -123,3 +144,18 @@ class GlyphDataset:
     def to_ink(images: torch.Tensor) -> np.ndarray:
         """Inverse of `to_tensor`: float (..., 1, H, W) -> uint8 (..., H, W)."""
         return images.squeeze(-3).add(1.0).mul(127.5).round().clamp(0, 255).byte().cpu().numpy()
+
+
+@dataclass
+class ImageView:
+    """Raw images of (style, category) pairs, read when indexed (memory-mapped datasets stay on disk)."""
+
+    ds: GlyphDataset
+    styles: np.ndarray
+    categories: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.styles)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return self.ds.images[self.styles[rows], self.categories[rows]]
