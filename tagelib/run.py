@@ -242,8 +242,8 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
         if data is not None and not (data.is_file() if is_file else data.is_dir()):
             made_by = MADE_BY["data_dir"] if values.get("dataset", "glyphs") == "glyphs" else (
                 "the paper's public files: `python data/prepare_paper_datasets.py` says where they are")
-            raise SystemExit(f"{name}: data_dir={values['data_dir']!r} is not an existing {'file' if is_file else 'folder'}"
-                             f" for dataset={values.get('dataset', 'glyphs')!r}; it is made by {made_by}")
+            raise SystemExit(f"{name}: data_dir={values['data_dir']!r} does not exist (dataset="
+                             f"{values.get('dataset', 'glyphs')!r} needs a {'file' if is_file else 'folder'}); it is made by {made_by}")
         if values.get("import_checkpoint") and not resolve(values["import_checkpoint"]).is_file():
             raise SystemExit(f"{name}: import_checkpoint={values['import_checkpoint']!r} does not exist; download the "
                              "official pSp / AGE checkpoint (README, \"Paper datasets on a GPU\")")
