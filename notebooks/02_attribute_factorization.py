@@ -38,7 +38,6 @@ from tagelib import evaluation, fewshot, generators, report
 from tagelib.atomic import write_text_atomic
 from tagelib.checkpoints import save_module
 from tagelib.factorize import residuals
-from tagelib.glyphs.summary import attribute_array
 from tagelib.perceptual import lpips_distance
 from tagelib.plotting import save_figure, smooth, verdict_figure
 
@@ -102,7 +101,8 @@ print(f"{len(w)} codes of {len(ds.seen)} seen categories; residual norm / code n
 
 # %% [markdown]
 # Do the residuals carry the font's style rather than the category? A 2-D projection (PCA) of the
-# flattened residuals, coloured by measured style attributes of the font, and by category.
+# flattened residuals, coloured by two measured style attributes (glyphs: the font's stroke and slant; photographs:
+# brightness and saturation of the image), and by category.
 
 # %%
 flat = a.flatten(1)
@@ -110,8 +110,8 @@ flat = flat - flat.mean(0)
 _, _, v = torch.pca_lowrank(flat, q=2, center=False)
 xy = (flat @ v).numpy()
 fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-for ax, key in zip(axes[:2], ["stroke", "slant_deg"]):
-    sc = ax.scatter(xy[:, 0], xy[:, 1], c=attribute_array(ds, key)[style_ids], s=2, cmap="viridis")
+for ax, (key, values) in zip(axes[:2], ds.sample_attributes(style_ids.numpy(), labels.numpy(), images).items()):
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=values, s=2, cmap="viridis")
     plt.colorbar(sc, ax=ax); ax.set_title(f"residual PCA, colour = {key}")
 axes[2].scatter(xy[:, 0], xy[:, 1], c=seen_labels.numpy(), s=2, cmap="tab20"); axes[2].set_title("colour = category")
 save_figure(fig, out_dir / "residual_pca.png")

@@ -75,6 +75,12 @@ class ImageClassDataset(GlyphDataset):
                               antialias=True, align_corners=False).reshape(*lead, 3, self._size, self._size)
         return x.clamp(-1.0, 1.0)
 
+    def sample_attributes(self, styles: np.ndarray, categories: np.ndarray, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """Two attributes measured on each image (N, 3, H, W) in [-1, 1], for colouring plots: mean brightness and
+        mean saturation (max − min over the colour channels)."""
+        x = (images.float() + 1) / 2
+        return {"brightness": x.mean((1, 2, 3)).numpy(), "saturation": (x.amax(1) - x.amin(1)).mean((1, 2)).numpy()}
+
     def to_ink(self, images: torch.Tensor) -> np.ndarray:
         """Inverse of `to_tensor` at `size`: float (..., 3, H, W) -> uint8 (..., H, W, 3)."""
         return images.movedim(-3, -1).add(1.0).mul(127.5).round().clamp(0, 255).byte().cpu().numpy()

@@ -131,6 +131,11 @@ class GlyphDataset:
         """Model input for index arrays (or ints) of styles and categories: float (..., C, H, W) in [-1, 1]."""
         return self.to_tensor(self.images[styles, categories])
 
+    def sample_attributes(self, styles: np.ndarray, categories: np.ndarray, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """Two numeric style attributes per image, for colouring plots: the font's measured stroke and slant."""
+        return {key: np.array([self.styles[int(s)][key] for s in styles], dtype=np.float64)
+                for key in ("stroke", "slant_deg")}
+
     def view(self, styles: np.ndarray, categories: np.ndarray) -> "ImageView":
         """Lazy images (style, category) pairs: `view[rows]` reads only those rows' raw images."""
         return ImageView(self, np.asarray(styles), np.asarray(categories))
