@@ -158,3 +158,12 @@ def test_plots_show_glyphs_as_ink_and_photographs_as_they_are():
     assert to_display(glyph).shape == (2, 4, 4, 3) and np.all(to_display(glyph) == 0)  # black ink on white
     raw = np.full((4, 4, 3), 255, np.uint8)
     assert np.all(to_display(raw) == 1.0)
+
+
+def test_sample_attributes_are_measured_on_photographs(lofgan_file):
+    path, data = lofgan_file
+    ds = load_lofgan(path, "animal", seen=8, shot_pool=4)
+    styles, cats = np.array([0, 1]), np.array([2, 3])
+    attrs = ds.sample_attributes(styles, cats, ds.tensor(styles, cats))
+    np.testing.assert_allclose(attrs["brightness"], data[[2, 3], [0, 1]].mean((1, 2, 3)) / 255, atol=1e-5)
+    assert set(attrs) == {"brightness", "saturation"} and (attrs["saturation"] >= 0).all()
