@@ -24,7 +24,6 @@ from tagelib import cpm as cpm_lib
 from tagelib.codebook import Codebook
 from tagelib.evaluation import GenerateFn, Protocol, other_real_styles
 from tagelib.factorize import compose
-from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.latent import LatentSpace
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tagelib.glyphs.dataset import GlyphDataset
+from tagelib.paths import resolve
 
 
 @dataclass(frozen=True)
@@ -207,8 +208,6 @@ def load_dataset(dataset: str, data_dir: str | Path, size: int = 0) -> GlyphData
     """What a notebook's `dataset` and `data_dir` parameters name: `glyphs` (the embedded artefact's folder), a
     LoFGAN protocol (`animal`, `flower`, `vggface`, `synthetic`; `data_dir` is the `.npy` file) or `folders`
     (AGE's layout). `size` resizes (0: the data's own size; AGE's folders default to 256 px)."""
-    from tagelib.paths import resolve
-
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid: {list(DATASETS)}")
     path = resolve(data_dir)

@@ -1,6 +1,5 @@
 """PSM: prompt token added to a trained CPM, the prompt bank, the CLIP loss's differentiable path to the codes."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
