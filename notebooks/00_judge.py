@@ -42,7 +42,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from tagelib import report
 from tagelib.atomic import write_text_atomic
+from tagelib.distributed import pick_device
 from tagelib.paper_data import load_dataset
 from tagelib.judge import (GlyphJudge, JudgeConfig, JudgeTrainConfig, homoglyph_groups, judge_split, load_judge,
                            real_accuracy, save_judge, train_judge)
@@ -57,6 +59,7 @@ data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper datas
 judge: str = "data/judge/glyph32_judge"  # judge checkpoint to load, or to write when training
 seed: int = 0  # seeds the split, training and sampling
 threads: int = 2  # torch CPU threads
+device: str = "auto"  # auto (CUDA when present), cpu or cuda: where the judge trains and runs
 judge_steps: int = 0  # 0: load `judge`; otherwise train a judge from scratch for this many steps
 overwrite: bool = False  # training may replace an existing `judge` only when this is True
 judge_batch: int = 128  # real glyphs per step
@@ -69,6 +72,7 @@ train_max_styles: int = 0  # train on this many random training styles only (0: 
 # %%
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
+target = pick_device(device)
 out_dir, fig_dir = output_dirs(run_dir, figures_dir, "00_judge")
 ds = load_dataset(dataset, data_dir)
 parts = judge_split(ds, val_fraction=val_fraction, seed=seed)
@@ -98,14 +102,15 @@ if judge_steps > 0:
         s, c = s[keep], c[keep]
     cfg = JudgeConfig(num_classes=len(ds.categories), image_size=ds.size, in_channels=ds.channels,
                       widths=tuple(int(w) for w in judge_widths.split(",")), embed_dim=judge_embed)
-    model = GlyphJudge(cfg)
+    model = GlyphJudge(cfg).to(target)
     model.categories, model.homoglyphs = list(ds.categories), homoglyph_groups(ds)
     train_cfg = JudgeTrainConfig(steps=judge_steps, batch_size=judge_batch, lr=judge_lr, seed=seed)
     history = train_judge(model, ds.view(s, c), c, train_cfg, to_tensor=ds.to_tensor)
+    model.cpu()
     save_judge(resolve(judge), model, {"train": train_cfg.__dict__, "val_fraction": val_fraction,
                                        "train_glyphs": int(len(s)), "train_seconds": history["seconds"][-1],
                                        "history": history})
-model = load_judge(resolve(judge), categories=ds.categories)
+model = load_judge(resolve(judge), categories=ds.categories).to(target)
 info = model.training_info
 n_params = sum(p.numel() for p in model.parameters())
 print(f"judge: {n_params / 1e6:.2f} M parameters, {checkpoint_file(resolve(judge)).stat().st_size / 1e6:.2f} MB; "
@@ -177,7 +182,7 @@ for name, label in [("val_seen", "seen categories, validation styles (training f
                     ("heldout", "held-out font families, every category")]:
     lines.append(f"| {label} | {accuracy[name]['n']} | {fmt(accuracy[name], 'all')} | {fmt(accuracy[name], 'unseen')} |")
 lines.append(f"| held-out glyphs of the training families, overall | {n_tf} | {fmt(overall, 'all')} | {fmt(accuracy['reference'], 'unseen')} |")
-write_text_atomic(fig_dir / "table_judge.md", "\n".join(lines) + "\n")
+report.write_table(fig_dir / "table_judge.md", "\n".join(lines) + "\n", data_dir)
 write_text_atomic(out_dir / "metrics.json", json.dumps(
     {"accuracy": {k: {f: v for f, v in a.items() if f != "predicted"} for k, a in accuracy.items()},
      "overall_training_families": overall, "homoglyphs": model.homoglyphs, "parameters": n_params, "seed": seed}, indent=1))

@@ -64,6 +64,7 @@ import torch
 
 from tagelib import evaluation, fewshot, generators, latent_eval, report
 from tagelib.atomic import write_text_atomic
+from tagelib.distributed import pick_device
 from tagelib.paper_data import load_dataset
 from tagelib.inversion import refine_codes
 from tagelib.latent import LatentSpace, glyph_latent_config, paper_latent_config
@@ -86,6 +87,10 @@ import_checkpoint: str = ""  # an official pSp or AGE .pt to import into `checkp
 architecture: str = "age-1024"  # the imported checkpoint's networks: age-1024, psp-256 or paper-synthetic
 seed: int = 0  # seeds training, sampling and evaluation
 threads: int = 2  # torch CPU threads
+device: str = "auto"  # auto (CUDA when present), cpu or cuda: where the loaded latent space and the metrics run
+amp: bool = True  # bf16 autocast of the generator on a GPU (never on the CPU)
+fd_extractors: str = "judge,vgg16"  # Fréchet-distance features: judge (FD-domain), vgg16, inception (FID)
+inception_dir: str = ""  # folder holding clean-fid's Inception-v3 file, for the inception extractor
 train_steps: int = 0  # 0: load `checkpoint`; otherwise train E and G from scratch for this many steps
 overwrite: bool = False  # training may replace an existing `checkpoint` only when this is True
 train_max_styles: int = 0  # keep only this many training styles (0: all)
@@ -121,12 +126,14 @@ ablation_variants: str = "base,pseudo,augment,augment+pseudo,no cross"  # the va
 # %%
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
+target = pick_device(device)  # training from scratch (the glyphs) stays on the CPU; everything after it runs here
 rng = np.random.default_rng(seed)
 out_dir, fig_dir = output_dirs(run_dir, figures_dir, "01_latent_space")
 ds = load_dataset(dataset, data_dir)
-lpips_alex, lpips_vgg = load_lpips("alex"), load_lpips("vgg")
+lpips_alex, lpips_vgg = load_lpips("alex", device=target), load_lpips("vgg", device=target)
 print("LPIPS backbones:", lpips_alex.backbone_source, "|", lpips_vgg.backbone_source)
-ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile)  # judge: 00_judge
+ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,  # judge: 00_judge
+                               extractors=fd_extractors, inception_dir=inception_dir)
 
 # %% [markdown]
 # ## Build or load E and G
@@ -164,6 +171,7 @@ elif train_steps > 0:
     model = LatentSpace.load(resolve(checkpoint))
 else:
     model = LatentSpace.load(resolve(checkpoint))
+model.to_device(target, amp)
 info = model.training_info
 n_params = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("encoder", "decoder")}
 print(f"E {n_params['encoder'] / 1e6:.2f} M, G {n_params['decoder'] / 1e6:.2f} M parameters; {model.provenance()}")
@@ -441,8 +449,9 @@ sweeps = {name: latent_eval.refinement_sweep(m, ds, ruler, r, perceptual_alex, s
                                              draws=max(1, target_images // 4), seed=seed, lr=refine_lr)
           for name, (m, r, _) in recipes.items()}
 ablation_text = latent_eval.recipe_table({name: (m, targets[key], sweeps[name]) for name, (m, _, key) in recipes.items()})
-write_text_atomic(fig_dir / "table_latent_ablation.md", "# Shot-inversion ablation (notebook 01)\n\n" + ablation_text +
-                  f"\n\nJudge recognition of unseen characters (homoglyphs merged), seed {seed}, {report.machine()}.\n")
+report.write_table(fig_dir / "table_latent_ablation.md", "# Shot-inversion ablation (notebook 01)\n\n" + ablation_text +
+                   f"\n\nJudge recognition of unseen characters (homoglyphs merged), seed {seed}, {report.machine()}.\n",
+                   data_dir)
 results["ablation"] = sweeps
 print(ablation_text)
 if ablation_steps > 0:
@@ -480,7 +489,7 @@ si = results["shot_inversion"]
 lines.append(f"| shot inversion: E + {refine_steps} refinement steps (batch 256, {threads} threads) | {si['ms_per_shot']:.0f} ms per shot |")
 lines.append(f"| weights | {model.provenance()} |")
 lines += ["", "Judge recognition of unseen characters (`latent_eval.judge_targets`, homoglyphs merged):", "", *target_lines]
-write_text_atomic(fig_dir / "table_latent_space.md", "\n".join(lines) + "\n")
+report.write_table(fig_dir / "table_latent_space.md", "\n".join(lines) + "\n", data_dir)
 print("\n".join(lines))
 
 # %% [markdown]

@@ -38,8 +38,8 @@ from tagelib import evaluation, fewshot, generators, report
 from tagelib.atomic import write_text_atomic
 from tagelib.checkpoints import save_module
 from tagelib.factorize import residuals
-from tagelib.perceptual import lpips_distance
 from tagelib.plotting import save_figure, smooth, verdict_figure
+from tagelib.stages import StageRunner
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
@@ -49,6 +49,11 @@ data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper datas
 checkpoint: str = "data/latent/glyph32"  # the frozen latent space from notebook 01
 seed: int = 0  # seeds subsets, training and sampling
 threads: int = 2  # torch CPU threads
+device: str = "auto"  # auto (CUDA when present), cpu or cuda: chosen once, the networks run there
+amp: bool = True  # bf16 autocast of the generator on a GPU (never on the CPU)
+train_processes: int = 1  # processes for the training stage; more than 1 runs it under torchrun (DDP)
+fd_extractors: str = "judge,vgg16"  # Fréchet-distance features: judge (FD-domain), vgg16, inception (FID)
+inception_dir: str = ""  # folder holding clean-fid's Inception-v3 file, for the inception extractor
 max_styles: int = 300  # training-family styles per seen category used to fit the editing modules
 edit_layers: str = "0,1,2,3,4,5,6,7"  # S, the edited W+ layers
 layer_sets: str = "0,1,2,3|0,1,2,3,4,5|0,1,2,3,4,5,6,7"  # candidate S compared by transfer error
@@ -70,8 +75,8 @@ refine_steps: int = 50  # refinement steps after E when inverting the shots (0: 
 refine_lr: float = 0.03  # Adam learning rate of that refinement
 
 # %%
-ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_context(
-    "02_attribute_factorization", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset)
+ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng, dist = fewshot.editing_context(
+    "02_attribute_factorization", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset, device, amp)
 
 # %% [markdown]
 # ## Inverting the shots
@@ -151,10 +156,9 @@ groups = tuple(tuple(int(i) for i in g.split(",")) for g in age_groups.split("|"
 age_cfg = age_lib.AGEConfig(n_latent=model.n_latent, style_dim=w.shape[-1], edit_layers=tuple(S), groups=groups,
                             dict_size=dict_size, lr=age_lr, optimizer="adam")
 age_model = age_lib.AGE(age_cfg)
-perceptual = lambda x, y: lpips_distance(lpips_alex, x.clamp(-1, 1), y)
+runner = StageRunner(checkpoint, model, lpips_alex, dist, train_processes, out_dir, amp, threads)
 t0 = time.perf_counter()
-age_hist = age_lib.train_age(age_model, w, seen_labels, class_emb, model.decode, perceptual, images=images,
-                             steps=age_steps, batch_size=age_batch, seed=seed)
+age_hist = runner.age(age_model, w, seen_labels, class_emb, images, steps=age_steps, batch_size=age_batch, seed=seed)
 age_seconds = time.perf_counter() - t0
 gaussian = age_lib.fit_coefficient_gaussian(age_model, w, class_emb[seen_labels])
 save_module(out_dir / "age", age_model, {"age": age_cfg.to_dict(), "train_seconds": age_seconds})
@@ -193,7 +197,8 @@ print(json.dumps(metrics["transfer"], indent=1))
 # and staying the intended character.
 
 # %%
-ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile)
+ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,
+                               extractors=fd_extractors, inception_dir=inception_dir)
 protocols = {k: evaluation.lofgan_protocol(ds, k, eval_generated, eval_real, seed) for k in (1, 3)}
 runs = [(alpha, 1), (alpha, 3)] + [(float(a), 1) for a in alpha_sweep.split(",") if float(a) != alpha]
 evals = {f"AGE α={a:g}, k={k}": evaluation.evaluate(generators.age(model, age_model, gaussian, a, invert), protocols[k], ruler,

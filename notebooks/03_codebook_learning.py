@@ -42,6 +42,7 @@ from tagelib.codebook import Codebook, CodebookConfig
 from tagelib.factorize import compose, residuals
 from tagelib.perceptual import lpips_distance
 from tagelib.plotting import save_figure, smooth, verdict_figure
+from tagelib.stages import StageRunner
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
@@ -51,6 +52,11 @@ data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper datas
 checkpoint: str = "data/latent/glyph32"  # the frozen latent space from notebook 01
 seed: int = 0  # seeds subsets, training and sampling
 threads: int = 2  # torch CPU threads
+device: str = "auto"  # auto (CUDA when present), cpu or cuda: chosen once, the networks run there
+amp: bool = True  # bf16 autocast of the generator on a GPU (never on the CPU)
+train_processes: int = 1  # processes for the training stage; more than 1 runs it under torchrun (DDP)
+fd_extractors: str = "judge,vgg16"  # Fréchet-distance features: judge (FD-domain), vgg16, inception (FID)
+inception_dir: str = ""  # folder holding clean-fid's Inception-v3 file, for the inception extractor
 max_styles: int = 300  # training-family styles per seen category used to fit the codebook
 edit_layers: str = "0,1,2,3,4,5,6,7"  # S, the edited layers (notebook 02 explains the choice)
 num_codes: int = 1024  # N, codebook size for glyphs
@@ -72,8 +78,8 @@ refine_steps: int = 50  # refinement steps after E when inverting the shots (0: 
 refine_lr: float = 0.03  # Adam learning rate of that refinement
 
 # %%
-ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_context(
-    "03_codebook_learning", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset)
+ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng, dist = fewshot.editing_context(
+    "03_codebook_learning", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset, device, amp)
 
 # %% [markdown]
 # ## Inverting the shots
@@ -87,7 +93,6 @@ ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_con
 invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
 print(f"shot inversion: E + {refine_steps} refinement steps; {invert.refined} shot-pool images in {invert.seconds:.0f} s "
       f"({1000 * invert.seconds_per_shot:.0f} ms per shot, batch 256, {threads} threads)")
-perceptual = lambda x, y: lpips_distance(lpips_alex, x, y)
 
 w, labels, _, _ = fewshot.training_codes(model, ds, max_styles, seed)
 seen_labels, seen_emb = fewshot.seen_class_embeddings(w, labels, ds)
@@ -104,7 +109,8 @@ print(f"{len(w)} training codes, {len(w) * len(S)} residual vectors of dimension
 # %%
 codebook = Codebook(CodebookConfig(num_codes=num_codes, dim=w.shape[-1], beta=beta))
 train_cfg = clm.CLMTrainConfig(steps=clm_steps, batch_size=clm_batch, seed=seed)
-hist = clm.train_clm(codebook, w, class_emb, S, model.decode, perceptual, train_cfg)
+runner = StageRunner(checkpoint, model, lpips_alex, dist, train_processes, out_dir, amp, threads)
+hist = runner.clm(codebook, w, class_emb, S, train_cfg)
 clm_seconds = hist["seconds"][-1]
 save_module(out_dir / "codebook", codebook, {"codebook": codebook.config.__dict__, "edit_layers": S,
                                              "train": train_cfg.__dict__, "train_seconds": clm_seconds})
@@ -133,8 +139,8 @@ probe = torch.randperm(len(w), generator=torch.Generator().manual_seed(seed))[:5
 target = model.decode_batched(w[probe])
 for n in [int(v) for v in sweep_sizes.split(",")]:
     cb = Codebook(CodebookConfig(num_codes=n, dim=w.shape[-1], beta=beta))
-    h = clm.train_clm(cb, w, class_emb, S, model.decode, perceptual,
-                      clm.CLMTrainConfig(steps=sweep_steps, batch_size=clm_batch, seed=seed), progress=False)
+    h = runner.clm(cb, w, class_emb, S, clm.CLMTrainConfig(steps=sweep_steps, batch_size=clm_batch, seed=seed),
+                   progress=False)
     q, _ = clm.quantize(cb, residuals(w[probe], class_emb[probe], S))
     rec = model.decode_batched(compose(class_emb[probe], q, S, base=w[probe]))
     sweep[n] = {"recon_lpips": lpips_distance(lpips_alex, rec, target).mean().item(), "usage": h["usage"][-1],
@@ -173,7 +179,8 @@ for k in (1, 3):
 print(json.dumps({k: metrics[k] for k in ("transfer", "usage", "perplexity")}, indent=1))
 
 # %%
-ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile)
+ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,
+                               extractors=fd_extractors, inception_dir=inception_dir)
 protocol = evaluation.lofgan_protocol(ds, 3, eval_generated, eval_real, seed)
 methods = {"NN matching, k=3": generators.nn_matching(model, codebook, S, invert),
            f"k-nearest sampling ({knn_k}), k=3": generators.knn_sampling(model, codebook, S, knn_k, knn_temperature, invert)}

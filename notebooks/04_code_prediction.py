@@ -48,17 +48,17 @@ import json
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from tagelib import age as age_lib
-from tagelib import clm, cpm as cpm_lib, evaluation, fewshot, generators, report
+from tagelib import cpm as cpm_lib, evaluation, fewshot, generators, report
 from tagelib.atomic import write_text_atomic
 from tagelib.checkpoints import load_module, save_module
-from tagelib.cpm_train import CPMTrainConfig, code_statistics, load_codebook, seen_code_data, train_cpm
-from tagelib.factorize import class_embeddings, compose, residuals
+from tagelib.cpm_train import CPMTrainConfig, code_statistics, load_codebook, seen_code_data
+from tagelib.factorize import class_embeddings, compose
 from tagelib.paths import require
 from tagelib.plotting import save_figure, smooth, verdict_figure
+from tagelib.stages import StageRunner
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
@@ -71,6 +71,11 @@ age_checkpoint: str = "results/tiny/02_attribute_factorization/age"  # AGE from 
 judge: str = "data/judge/glyph32_judge"  # the judge (classifier of real glyphs) from 00_judge
 seed: int = 0  # seeds subsets, training and sampling
 threads: int = 2  # torch CPU threads
+device: str = "auto"  # auto (CUDA when present), cpu or cuda: chosen once, the networks run there
+amp: bool = True  # bf16 autocast of the generator on a GPU (never on the CPU)
+train_processes: int = 1  # processes for the training stage; more than 1 runs it under torchrun (DDP)
+fd_extractors: str = "judge,vgg16"  # Fréchet-distance features: judge (FD-domain), vgg16, inception (FID)
+inception_dir: str = ""  # folder holding clean-fid's Inception-v3 file, for the inception extractor
 max_styles: int = 300  # training-family styles per seen category (the codes the CPM learns from)
 edit_layers: str = "0,1,2,3,4,5,6,7"  # S, the edited layers (must be the codebook's)
 d_model: int = 64  # Transformer width
@@ -106,8 +111,8 @@ refine_lr: float = 0.03  # Adam learning rate of that refinement
 throughput_batch: int = 256  # batch of the sampling-throughput measurement
 
 # %%
-ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_context(
-    "04_code_prediction", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset)
+ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng, dist = fewshot.editing_context(
+    "04_code_prediction", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset, device, amp)
 cb = load_codebook(codebook, S)
 invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
 data, styles, images = seen_code_data(model, ds, cb, S, max_styles, seed)
@@ -129,7 +134,8 @@ train_cfg = CPMTrainConfig(steps=cpm_steps, batch_size=cpm_batch, lr=cpm_lr, lam
                            max_shots=max_shots, seed=seed)
 torch.manual_seed(seed)
 cpm = cpm_lib.CodePredictor(cpm_cfg, cb.embed.detach())
-hist = train_cpm(cpm, data, train_cfg)
+runner = StageRunner(checkpoint, model, lpips_alex, dist, train_processes, out_dir, amp, threads)
+hist = runner.cpm(cpm, data, train_cfg)
 cpm_seconds = hist["seconds"][-1]
 n_params = sum(p.numel() for p in cpm.parameters())
 save_module(out_dir / "cpm", cpm, {"cpm": cpm_cfg.__dict__, "train": train_cfg.__dict__, "edit_layers": S,
@@ -163,8 +169,8 @@ code_stats = dict(codebook=cb, layers=S, temperature=temperature, top_k=top_k, s
 codes_table = {"CPM, p(codes | class embedding) [TAGE]": code_statistics(cpm, shot_codes, history=hist, **code_stats)}
 if control_steps:
     control = cpm_lib.CodePredictor(cpm_cfg, cb.embed.detach())
-    control_hist = train_cpm(control, data, CPMTrainConfig(**{**train_cfg.__dict__, "steps": control_steps,
-                                                               "condition": "own_code"}), desc="own-code control")
+    control_hist = runner.cpm(control, data, CPMTrainConfig(**{**train_cfg.__dict__, "steps": control_steps,
+                                                                "condition": "own_code"}), desc="own-code control")
     codes_table["control, p(codes | own code)"] = code_statistics(control, shot_codes, history=control_hist,
                                                                    condition="own_code", **code_stats)
 print(json.dumps(codes_table, indent=1))
@@ -185,7 +191,8 @@ print(json.dumps(codes_table, indent=1))
 # comparison is on identical protocols); the control shows what conditioning on the shot's own code gives.
 
 # %%
-ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile)
+ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,
+                               extractors=fd_extractors, inception_dir=inception_dir)
 tage_name = f"TAGE w/o PSM (CPM edits {resample} of {len(S)} layers, T={temperature:g})"
 methods = {f"{tage_name}, k={k}": (generators.tage(model, cpm, S, temperature, top_k, decode_steps, invert, decode_order,
                                                    resample=resample), k) for k in (1, 3)}

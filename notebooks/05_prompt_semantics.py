@@ -50,12 +50,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from tagelib import clip_glyph, evaluation, fewshot, generators, psm, report
+from tagelib import evaluation, fewshot, generators, psm, report
 from tagelib.atomic import write_text_atomic
-from tagelib.attribute_probe import ATTRIBUTES, load_probe
 from tagelib.checkpoints import save_module
 from tagelib.cpm_train import CPMTrainConfig, load_codebook, load_cpm, seen_code_data
 from tagelib.paths import resolve
+from tagelib.prompts import embed_images, embed_texts, encode_images, load_clip_model, prompt_kit, word_list
 from tagelib.plotting import save_figure, smooth, verdict_grid
 
 # %% tags=["parameters"]
@@ -66,11 +66,17 @@ data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper datas
 checkpoint: str = "data/latent/glyph32"  # the frozen latent space from notebook 01
 codebook: str = "results/tiny/03_codebook_learning/codebook"  # the CLM codebook from notebook 03
 cpm: str = "results/tiny/04_code_prediction/cpm"  # the CPM from notebook 04
-clip: str = "data/clip/glyph32_clip"  # the glyph CLIP (open_clip local-dir) from 00_clip
-attribute_probe: str = "data/clip/glyph32_attributes"  # the attribute probe from 00_clip
+clip: str = "data/clip/glyph32_clip"  # an open_clip local-dir folder (the glyph CLIP of 00_clip) or a model name (ViT-B-32)
+clip_pretrained: str = ""  # for a model name: open_clip's pretrained tag (openai) or a local weights file ("": random)
+attribute_probe: str = "data/clip/glyph32_attributes"  # glyphs: the attribute probe from 00_clip ("" for photographs)
+image_prompt_noise: float = 0.1  # photographs: noise on the image-embedding training prompts (LAFITE)
 judge: str = "data/judge/glyph32_judge"  # the judge (classifier of real glyphs) from 00_judge
 seed: int = 0  # seeds subsets, training and sampling
 threads: int = 2  # torch CPU threads
+device: str = "auto"  # auto (CUDA when present), cpu or cuda: chosen once, the networks run there
+amp: bool = True  # bf16 autocast of the generator on a GPU (never on the CPU)
+fd_extractors: str = "judge,vgg16"  # Fréchet-distance features: judge (FD-domain), vgg16, inception (FID)
+inception_dir: str = ""  # folder holding clean-fid's Inception-v3 file, for the inception extractor
 max_styles: int = 300  # training-family styles per seen category (as notebook 04)
 edit_layers: str = "0,1,2,3,4,5,6,7"  # S, the edited layers (must be the codebook's)
 psm_steps: int = 200  # PSM fine-tuning steps
@@ -102,21 +108,16 @@ refine_steps: int = 50  # refinement steps after E when inverting the shots (0: 
 refine_lr: float = 0.03  # Adam learning rate of that refinement
 
 # %%
-ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng = fewshot.editing_context(
-    "05_prompt_semantics", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset)
+ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng, dist = fewshot.editing_context(
+    "05_prompt_semantics", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset, device, amp)
 cb = load_codebook(codebook, S)
 base_cpm, cpm_info = load_cpm(cpm)
-clip_model, tokenizer = clip_glyph.load_clip(resolve(clip))
-probe = load_probe(resolve(attribute_probe))
-prompt_words = [p.strip() for p in prompts.split(",")]
-unknown = [p for p in prompt_words if p not in ATTRIBUTES]
-if unknown:
-    raise ValueError(f"prompts {unknown} have no attribute probe; choose among {list(ATTRIBUTES)}")
+clip_model, tokenizer = load_clip_model(clip, clip_pretrained, dist.device)
+prompt_words = word_list(prompts)
 invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
 data, styles, images = seen_code_data(model, ds, cb, S, max_styles, seed)
-embed_text = lambda texts: clip_glyph.encode_text(clip_model, tokenizer, texts)
-print(f"CPM from notebook 04 ({cpm_info['train']['steps']} steps, {cpm_info['train_seconds']:.0f} s); glyph CLIP: "
-      f"embedding size {clip_model.text_projection.shape[1]}, trained {clip_model.training_info.get('train_seconds', float('nan')):.0f} s")
+print(f"CPM from notebook 04 ({cpm_info['train']['steps']} steps, {cpm_info['train_seconds']:.0f} s); CLIP: "
+      f"{clip_model.source}, embedding size {clip_model.text_projection.shape[1]}")
 
 # %% [markdown]
 # ## Fine-tuning the CPM with prompts (PSM)
@@ -128,18 +129,21 @@ print(f"CPM from notebook 04 ({cpm_info['train']['steps']} steps, {cpm_info['tra
 psm_cfg = psm.PSMTrainConfig(captions_per_style=captions_per_style, prompt_dropout=prompt_dropout,
                              clip_batch=psm_clip_batch, lambda_text=lambda_text, lambda_image=lambda_image, seed=seed)
 train_cfg = CPMTrainConfig(**{**cpm_info["train"], "steps": psm_steps, "batch_size": psm_batch, "lr": psm_lr, "warmup": 20})
-bank = psm.prompt_bank(embed_text, ds.styles, styles, clip_glyph.random_caption, psm_cfg)
-clip_term = psm.clip_loss(model, S, lambda x: clip_glyph.encode_images(clip_model, x), images, psm_cfg)
+kit = prompt_kit(ds, prompt_words, clip_model, tokenizer, resolve(attribute_probe) if attribute_probe else "", styles,
+                 images, psm_cfg, image_prompt_noise)
+bank = kit.bank
+clip_term = psm.clip_loss(model, S, lambda x: encode_images(clip_model, x), images, psm_cfg)
 embed_dim = bank.embeddings.shape[-1]
 tage_psm = psm.with_prompt_token(base_cpm, embed_dim)
-hist = psm.train_psm(tage_psm, data, bank, train_cfg, psm_cfg, clip_term)
+hist = psm.train_psm(tage_psm, data, bank, train_cfg, psm_cfg, clip_term, dist=dist)
 psm_seconds = hist["seconds"][-1]
 save_module(out_dir / "cpm_psm", tage_psm, {"cpm": tage_psm.config.__dict__, "train": train_cfg.__dict__,
                                             "psm": psm_cfg.__dict__, "edit_layers": S, "train_seconds": psm_seconds})
 variants = {"TAGE (CPM + PSM)": tage_psm}
 if ablation_no_clip:
     no_clip = psm.with_prompt_token(base_cpm, embed_dim)
-    no_clip_hist = psm.train_psm(no_clip, data, bank, train_cfg, psm.PSMTrainConfig(**{**psm_cfg.__dict__, "clip_batch": 0}))
+    no_clip_hist = psm.train_psm(no_clip, data, bank, train_cfg, psm.PSMTrainConfig(**{**psm_cfg.__dict__, "clip_batch": 0}),
+                                 dist=dist)
     variants["PSM w/o CLIP loss (prompts only)"] = no_clip
 fig, axes = plt.subplots(1, 3, figsize=(14, 3))
 for ax, key in zip(axes, ("ce", "clip_text", "clip_image")):
@@ -157,8 +161,9 @@ print("training wall time (s):", json.dumps(train_seconds))
 # judge reads as another character.
 
 # %%
-ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile)
-prompt_emb = embed_text([clip_glyph.ATTRIBUTE_PROMPTS[p] for p in prompt_words]).detach()  # (P, E)
+ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,
+                               extractors=fd_extractors, inception_dir=inception_dir)
+prompt_emb = embed_texts(clip_model, tokenizer, kit.texts)  # (P, E), the prompts' CLIP text embeddings
 prompt_protocol = evaluation.lofgan_protocol(ds, 3, prompt_samples, eval_real, seed)
 
 
@@ -194,8 +199,8 @@ def prompt_metrics(predictor, embedding: torch.Tensor | None, g: float = guidanc
     """Probe rates (A,), CLIP-image embeddings' mean cosine with every prompt (P,), judge top-1 for one prompt (or none)."""
     imgs = evaluation.generate_all(prompted(predictor, embedding, g), prompt_protocol, seed, progress=False).flatten(0, 1)
     intended = torch.tensor(prompt_protocol.categories).repeat_interleave(prompt_samples)
-    emb = clip_glyph.embed_images(clip_model, imgs)
-    return {"probe": (probe.predict(imgs) > 0.5).float().mean(0), "clip": 100 * (emb @ prompt_emb.T).mean(0),
+    emb = embed_images(clip_model, imgs)
+    return {"probe": kit.score(imgs).float().mean(0), "clip": 100 * (emb @ prompt_emb.T).mean(0),
             "judge": ruler.recognised(imgs, intended).float().mean().item()}
 
 
@@ -205,16 +210,15 @@ for name, predictor in variants.items():
     without[name] = none = prompt_metrics(predictor, None)
     for p, (word, e) in enumerate(zip(prompt_words, prompt_emb)):
         m = prompt_metrics(predictor, e)
-        a = ATTRIBUTES.index(word)
-        table[(name, word)] = {"probe_agrees": m["probe"][a].item(), "unprompted": none["probe"][a].item(),
-                               "cpm_rate": without["CPM (notebook 04, no PSM)"]["probe"][a].item(),
+        table[(name, word)] = {"probe_agrees": m["probe"][p].item(), "unprompted": none["probe"][p].item(),
+                               "cpm_rate": without["CPM (notebook 04, no PSM)"]["probe"][p].item(),
                                "clip_score": m["clip"][p].item(), "clip_score_unprompted": none["clip"][p].item(),
                                "judge": m["judge"]}
 base_judge = without["CPM (notebook 04, no PSM)"]["judge"]
-lines = [f"# PSM: attribute prompts on unseen characters (glyphs, k = 3, {prompt_samples} images per character and prompt)", "",
-         "probe agrees = share of the prompted images the attribute probe (a CNN trained on real glyphs against their "
-         "fonts' measured metadata, 00_clip) gives the prompted attribute; unprompted = the same share without a prompt "
-         f"(same model); CPM = the share for notebook 04's CPM; CLIP score = 100 × mean cosine of glyph-CLIP image and "
+lines = [f"# PSM: attribute prompts on unseen classes ({dataset}, k = 3, {prompt_samples} images per class and prompt)", "",
+         f"probe agrees = share of the prompted images that {kit.scorer} gives the prompted attribute; unprompted = the "
+         f"same share without a prompt (same model); CPM = the share for notebook 04's CPM; CLIP ({clip_model.source}) "
+         f"score = 100 × mean cosine of CLIP image and "
          f"prompt embeddings; judge top-1 = category preservation (the CPM without PSM: {base_judge:.1%} on this protocol). "
          f"{f'TAGE editing, {resample} of {len(S)} layers re-sampled per sample' if prompt_edit else 'every layer sampled from w̄ and the prompt'}, "
          f"T = {temperature:g}, top-k {top_k or 'off'}, "
@@ -224,7 +228,7 @@ lines = [f"# PSM: attribute prompts on unseen characters (glyphs, k = 3, {prompt
          "| model | prompt | probe agrees ↑ | unprompted | CPM | CLIP score (prompted / unprompted) | judge top-1 ↑ |",
          "|---|---|---|---|---|---|---|"]
 for (name, word), r in table.items():
-    lines.append(f"| {name} | {clip_glyph.ATTRIBUTE_PROMPTS[word]} | {r['probe_agrees']:.1%} | {r['unprompted']:.1%} | "
+    lines.append(f"| {name} | {kit.texts[prompt_words.index(word)]} | {r['probe_agrees']:.1%} | {r['unprompted']:.1%} | "
                  f"{r['cpm_rate']:.1%} | {r['clip_score']:.1f} / {r['clip_score_unprompted']:.1f} | {r['judge']:.1%} |")
 summary = {name: {"probe_agrees": float(np.mean([table[(name, p)]["probe_agrees"] for p in prompt_words])),
                   "unprompted": float(np.mean([table[(name, p)]["unprompted"] for p in prompt_words])),
@@ -238,13 +242,13 @@ lines.append(f"| CPM (notebook 04, no PSM) | – | – | – | {base_judge:.1%} 
 guidance_table = {}
 for g in [float(v) for v in guidance_sweep.split(",")]:
     per_prompt = [prompt_metrics(tage_psm, e, g) for e in prompt_emb]
-    guidance_table[g] = {"probe_agrees": float(np.mean([m["probe"][ATTRIBUTES.index(w)].item() for m, w in zip(per_prompt, prompt_words)])),
+    guidance_table[g] = {"probe_agrees": float(np.mean([m["probe"][p].item() for p, m in enumerate(per_prompt)])),
                          "clip_score": float(np.mean([m["clip"][p].item() for p, m in enumerate(per_prompt)])),
                          "judge": float(np.mean([m["judge"] for m in per_prompt]))}
 lines += ["", "Classifier-free guidance g (TAGE (CPM + PSM), means over the prompts):", "",
           "| guidance | mean probe agreement ↑ | mean CLIP score | judge top-1 ↑ |", "|---|---|---|---|"]
 lines += [f"| {g:g} | {r['probe_agrees']:.1%} | {r['clip_score']:.1f} | {r['judge']:.1%} |" for g, r in guidance_table.items()]
-write_text_atomic(fig_dir / "table_psm_prompts.md", "\n".join(lines) + "\n")
+report.write_table(fig_dir / "table_psm_prompts.md", "\n".join(lines) + "\n", data_dir)
 print("\n".join(lines))
 
 # %% [markdown]

@@ -230,7 +230,8 @@ def train_age(
     (requires_grad False, eval). ``seed`` fixes the batch order (shuffled epochs, last partial batch
     dropped as AGE's loader does); seed the model's initialisation yourself. Returns the per-step
     history {"loss", "l2", ["lpips"], "sparse", "orth"}. `dist` (torchrun): every rank draws the same global
-    batch of `batch_size` and trains on its rows; the history holds the global batch's losses.
+    batch of `batch_size` and trains on its rows; the history holds the global batch's losses. Training runs on
+    `dist.device` (data may stay on the CPU, batches move); the model ends on the device it started on.
     """
     cfg = model.cfg
     if steps < 1:
@@ -244,7 +245,9 @@ def train_age(
         raise ValueError(f"batch_size must be in 1..{N} (number of codes), got {batch_size}")
     _freeze(generator)
     _freeze(perceptual)
-    labels, class_emb = labels.to(w.device), class_emb.detach().to(w.device)
+    device, home = dist.device, model.A.device  # train on this rank's device, give the model back where it was
+    model.to(device)
+    class_emb = class_emb.detach().to(device)
     class_emb_S = class_emb[:, list(cfg.edit_layers)]  # (C, |S|, D): the orthogonality matrix B
     opt = optimizer if optimizer is not None else make_optimizer(model)
     rng = torch.Generator().manual_seed(seed)
@@ -256,11 +259,12 @@ def train_age(
     for _ in bar:
         if cursor + batch_size > N:
             order, cursor = torch.randperm(N, generator=rng), 0
-        idx = order[cursor : cursor + batch_size][dist.rows(batch_size)].to(w.device)  # this rank's rows
+        idx = order[cursor : cursor + batch_size][dist.rows(batch_size)]  # this rank's rows (CPU indices)
         cursor += batch_size
-        wb, ce = w[idx], class_emb[labels[idx]]  # (b, L, D) each
+        wb = w[idx.to(w.device)].to(device)  # (b, L, D)
+        ce = class_emb[labels[idx.to(labels.device)].to(device)]  # (b, L, D)
         if images is not None:
-            target = images[idx.to(images.device)].to(w.device)
+            target = images[idx.to(images.device)].to(device)
         else:
             with torch.no_grad():
                 target = generator(wb)
@@ -272,6 +276,7 @@ def train_age(
         for k, v in parts.items():
             history.setdefault(k, []).append(v)
         bar.set_postfix(loss=f"{parts['loss']:.4f}")
+    model.to(home)
     return history
 
 

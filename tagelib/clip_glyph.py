@@ -171,13 +171,15 @@ def create_clip(cfg: GlyphClipConfig, seed: int = 0) -> tuple[torch.nn.Module, o
 
 
 def encode_images(model, images: Tensor) -> Tensor:
-    """(N, 1, S, S) in [-1, 1] (ink = +1) -> (N, E) unit-norm embeddings; differentiable w.r.t. `images`."""
-    return model.encode_image(images.expand(-1, 3, -1, -1), normalize=True)
+    """(N, 1, S, S) in [-1, 1] (ink = +1) -> (N, E) unit-norm embeddings, computed on the model's device and
+    returned on the images'; differentiable w.r.t. `images`."""
+    device = next(model.parameters()).device
+    return model.encode_image(images.to(device).expand(-1, 3, -1, -1), normalize=True).to(images.device)
 
 
 def encode_text(model, tokenizer, texts: list[str]) -> Tensor:
-    """Captions -> (T, E) unit-norm embeddings."""
-    return model.encode_text(tokenizer(list(texts)), normalize=True)
+    """Captions -> (T, E) unit-norm embeddings, on the model's device."""
+    return model.encode_text(tokenizer(list(texts)).to(next(model.parameters()).device), normalize=True)
 
 
 @torch.no_grad()

@@ -59,8 +59,12 @@ def train_clm(codebook: Codebook, w: torch.Tensor, class_emb_per_sample: torch.T
     Returns the per-step history (loss, l1, lpips, vq, revived, seconds) and the final usage and
     perplexity of the codebook over all residuals (one value each). `dist` (torchrun): every rank draws the
     same global batch, decodes its rows, and sums its code hits with the others', so usage and revivals agree.
+    Training runs on `dist.device`; the codebook ends on the device it started on.
     """
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # CPU: the same draws on every device
+    device, home = dist.device, codebook.embed.device  # train on this rank's device, hand the codebook back
+    codebook.to(device)
+    w, class_emb_per_sample = w.to(device), class_emb_per_sample.to(device)
     a = residuals(w, class_emb_per_sample, layers)  # (N, |S|, D)
     codebook.init_kmeans(a, generator=gen)
     model = dist.wrap(codebook)
@@ -71,6 +75,7 @@ def train_clm(codebook: Codebook, w: torch.Tensor, class_emb_per_sample: torch.T
     codebook.train()
     for step in trange(cfg.steps, desc="CLM", disable=not progress or not dist.is_main):
         batch = torch.randint(len(w), (min(cfg.batch_size, len(w)),), generator=gen)  # global, same on every rank
+        batch = batch.to(device)
         idx = batch[dist.rows(len(batch))]  # this rank's rows
         _, codes, vq = model(a[idx])  # codes (b, |S|)
         q = codebook.get_output_from_indices(codes)  # (b, |S|, D), differentiable w.r.t. the codebook
@@ -93,6 +98,7 @@ def train_clm(codebook: Codebook, w: torch.Tensor, class_emb_per_sample: torch.T
     _, all_codes = quantize(codebook, a)
     hist["usage"].append(usage(all_codes, codebook.config.num_codes))
     hist["perplexity"].append(perplexity(all_codes, codebook.config.num_codes))
+    codebook.to(home)
     return hist
 
 

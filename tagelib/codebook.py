@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tagelib.distributed import draw, multinomial
+
 
 @dataclass
 class CodebookConfig:
@@ -161,7 +163,7 @@ class Codebook(nn.Module):
         idx, d = nearest_codes(x, self.embed, self.config.chunk_size, k=k)  # (..., k) each
         logits = -(d - d[..., :1]) / temperature  # shift by the nearest: same softmax, no overflow
         probs = torch.softmax(logits.reshape(-1, k).double(), dim=-1)  # (M, k)
-        pick = torch.multinomial(probs, 1, generator=generator)  # (M, 1)
+        pick = multinomial(probs, generator)  # (M, 1)
         indices = idx.reshape(-1, k).gather(1, pick).reshape(idx.shape[:-1])  # (...)
         return self.get_output_from_indices(indices), indices
 
@@ -187,12 +189,12 @@ class Codebook(nn.Module):
         if m == 0:
             raise ValueError("init_kmeans needs at least one data point")
         if max_samples is not None and m > max_samples:
-            pts = pts[torch.randperm(m, generator=generator, device=pts.device)[:max_samples]]
+            pts = pts[draw(torch.randperm, m, generator=generator, device=pts.device)[:max_samples]]
             m = max_samples
         if m >= n:
-            centroids = pts[torch.randperm(m, generator=generator, device=pts.device)[:n]].clone()
+            centroids = pts[draw(torch.randperm, m, generator=generator, device=pts.device)[:n]].clone()
         else:
-            pick = torch.randint(m, (n,), generator=generator, device=pts.device)
+            pick = draw(torch.randint, m, (n,), generator=generator, device=pts.device)
             centroids = pts[pick] + 1e-3 * pts.std() * _randn_like(pts[pick], generator)
         for _ in range(self.config.kmeans_iters if iters is None else iters):
             assign, _ = nearest_codes(pts, centroids, self.config.chunk_size)  # (M,)
@@ -202,7 +204,7 @@ class Codebook(nn.Module):
             centroids[full] = sums[full] / counts[full].unsqueeze(1).to(pts.dtype)
             n_empty = int((~full).sum())
             if n_empty:
-                centroids[~full] = pts[torch.randint(m, (n_empty,), generator=generator, device=pts.device)]
+                centroids[~full] = pts[draw(torch.randint, m, (n_empty,), generator=generator, device=pts.device)]
         self.embed.copy_(centroids)
         self.usage_count.zero_()
         _, d = nearest_codes(pts, centroids, self.config.chunk_size)
@@ -231,7 +233,7 @@ class Codebook(nn.Module):
         pts = batch.detach().reshape(-1, self.config.dim).to(self.embed)  # (M, D)
         if pts.shape[0] == 0:
             raise ValueError("revive_dead_codes needs a non-empty batch")
-        pick = torch.randint(pts.shape[0], (n_dead,), generator=generator, device=pts.device)
+        pick = draw(torch.randint, pts.shape[0], (n_dead,), generator=generator, device=pts.device)
         scale = noise * (pts.std() if pts.numel() > 1 else pts.new_tensor(1.0))
         self.embed[dead] = pts[pick] + scale * _randn_like(pts[pick], generator)
         self.usage_count[dead] = self.config.dead_threshold / self.config.usage_decay
@@ -239,4 +241,4 @@ class Codebook(nn.Module):
 
 
 def _randn_like(t: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(t.shape, generator=generator, dtype=t.dtype, device=t.device)
+    return draw(torch.randn, t.shape, generator=generator, dtype=t.dtype, device=t.device)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from tagelib.codebook import nearest_codes
 from tagelib.config import build_config
+from tagelib.distributed import draw, multinomial
 
 
 @dataclass
@@ -169,7 +170,7 @@ def sample_logits(logits: Tensor, temperature: float, top_k: int = 0, generator:
         kth = flat.topk(top_k, -1).values[:, -1:]  # (M, 1)
         flat = flat.masked_fill(flat < kth, float("-inf"))
     probs = torch.softmax(flat / temperature, -1)
-    idx = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    idx = multinomial(probs, generator)[:, 0]
     return idx.view(logits.shape[:-1]), probs.gather(1, idx[:, None])[:, 0].view(logits.shape[:-1])
 
 
@@ -205,7 +206,7 @@ def sample(cpm: CodePredictor, cond: Tensor, temperature: float = 1.0, top_k: in
         codes = torch.where(masked, drawn, codes)
         keep_masked = torch.floor(mask_schedule(torch.tensor((t + 1) / steps)) * n_free).long()  # (B,)
         if order == "random":
-            conf = torch.rand(conf.shape, generator=generator, device=conf.device)
+            conf = draw(torch.rand, conf.shape, generator=generator, device=conf.device)
         conf = conf.masked_fill(~masked, float("inf"))  # already decided: never re-masked
         rank = conf.argsort(1).argsort(1)  # 0 = least confident
         masked = rank < keep_masked[:, None]
@@ -233,7 +234,7 @@ def edit_shots(cpm: CodePredictor, w_shots: Tensor, layers: list[int], n: int, r
     idx, _ = nearest_codes(a, cpm.codebook)  # (k, |S|)
     detail = a - cpm.codebook[idx]  # (k, |S|, D)
     shot = torch.arange(n) % len(w_shots)  # (n,) shots cycled
-    rank = torch.rand(n, n_edit, generator=generator).argsort(1).argsort(1)
+    rank = draw(torch.rand, n, n_edit, generator=generator, device=w_shots.device).argsort(1).argsort(1)
     fixed = rank >= resample  # (n, |S|): `resample` random layers free per sample
     cond = w_bar.expand(n, -1, -1)
     codes = idx[shot] if resample == 0 else sample(cpm, cond, temperature, top_k, max(1, resample), prompt, fixed,

@@ -124,11 +124,14 @@ def train_cpm(cpm: CodePredictor, data: CPMData, cfg: CPMTrainConfig, prompts: P
     `prompts(i, generator) -> (embeddings (B, E), on (B,) bool)` gives PSM's prompt per sample; `extra_loss(cpm,
     batch)` adds a term (PSM's CLIP loss) from the batch dict {"cond", "prompt", "prompt_on", "shot", "i"}.
     `dist` (torchrun): every rank draws the same global batch and trains on its rows; the history is global.
+    Training runs on `dist.device` (the data stays where it is, batches move); the CPM ends where it started.
     """
     if dist.active and extra_loss is not None:
         raise ValueError("the extra loss (PSM's CLIP loss) is not data-parallel: train PSM in one process")
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # CPU: batches are drawn there and moved, the same on every device
     shots = ShotSampler(data.labels)
+    device, home = dist.device, cpm.codebook.device  # train on this rank's device, hand the CPM back where it was
+    cpm.to(device)
     model = dist.wrap(cpm, find_unused_parameters=cpm.config.prompt_dim > 0 and prompts is None)
     opt = torch.optim.AdamW(cpm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg.warmup, cfg.steps))
@@ -140,12 +143,13 @@ def train_cpm(cpm: CodePredictor, data: CPMData, cfg: CPMTrainConfig, prompts: P
         cond, first_shot = conditioning(data, i, shots, cfg, gen)
         prompt, on = prompts(i, gen) if prompts is not None else (None, None)
         masked = random_mask(len(i), data.targets.shape[1], gen)
+        cond, prompt, on, masked = (None if t is None else t.to(device) for t in (cond, prompt, on, masked))
         n_masked = masked.sum().float()
         r = dist.rows(len(i))  # this rank's rows (all of them in one process)
         mine = lambda t: None if t is None else t[r]
-        target = data.targets[i][r]
+        target = data.targets[i][r].to(device)
         logits = model(cond[r], target, masked[r], mine(prompt), mine(on))  # (B / W, |S|, N)
-        loss, logs = cpm_loss(logits, target, masked[r], data.residual[i][r], cpm.codebook, cfg.lambda_ce,
+        loss, logs = cpm_loss(logits, target, masked[r], data.residual[i][r].to(device), cpm.codebook, cfg.lambda_ce,
                               cfg.lambda_l2, normalizer=n_masked / dist.world)
         if extra_loss is not None:
             extra, extra_logs = extra_loss(cpm, {"cond": cond, "prompt": prompt, "prompt_on": on, "shot": first_shot, "i": i})
@@ -164,6 +168,7 @@ def train_cpm(cpm: CodePredictor, data: CPMData, cfg: CPMTrainConfig, prompts: P
         for key, value in logs.items():
             hist.setdefault(key, []).append(value)
     cpm.eval()
+    cpm.to(home)
     return hist
 
 

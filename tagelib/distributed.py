@@ -77,6 +77,32 @@ class Distributed:
 SINGLE = Distributed()
 
 
+# Random draws: seeded torch.Generators live on the CPU, so draws are made there and moved to the data's device —
+# the same numbers on every device, and a CPU generator never meets a CUDA tensor.
+
+
+def draw(fn, *args, generator: torch.Generator | None = None, device: torch.device | str = "cpu", **kwargs) -> Tensor:
+    """`fn(*args, generator=generator, **kwargs)` (torch.rand, randn, randint, randperm) drawn on the generator's
+    device and moved to `device`."""
+    return fn(*args, generator=generator, **kwargs).to(device)
+
+
+def multinomial(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One draw per row of probs (M, K) -> (M, 1): torch.multinomial where probs and generator share a device,
+    else inverse-CDF sampling with uniforms from the generator (exact; only M numbers cross devices)."""
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    if probs.device.type == gen_device.type:
+        return torch.multinomial(probs, 1, generator=generator)
+    return inverse_cdf_draw(probs, generator)
+
+
+def inverse_cdf_draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One draw per row of (unnormalised) probs (M, K) -> (M, 1), from M uniforms of the (CPU) generator."""
+    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64).to(probs.device)
+    cdf = probs.double().cumsum(-1)
+    return (cdf < u * cdf[:, -1:]).sum(-1, keepdim=True).clamp_(max=probs.shape[-1] - 1)
+
+
 def init_distributed(device: str = "auto") -> Distributed:
     """Join the process group torchrun set up (WORLD_SIZE > 1), or return a one-process `Distributed`."""
     target = pick_device(device)

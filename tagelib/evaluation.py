@@ -134,7 +134,8 @@ class Ruler:
               extractors: Sequence[str] = ("judge", "vgg16"), inception_dir: str | None = None) -> "Ruler":
         if list(judge.categories) != list(ds.categories):
             raise ValueError("the judge's categories differ from the dataset's; load the judge with this dataset")
-        extr = [feature_extractor(name, judge=judge, lpips_vgg=lpips_vgg, inception_dir=inception_dir)
+        device = next(judge.parameters()).device  # every extractor on the judge's device
+        extr = [feature_extractor(name, judge=judge, lpips_vgg=lpips_vgg, device=device, inception_dir=inception_dir)
                 for name in extractors]
         return cls(judge, lpips_vgg, extr, collapse_floor, list(ds.categories), list(ds.seen))
 
@@ -344,13 +345,18 @@ def seen_calibration_sets(ds: GlyphDataset, n_categories: int = 24, n_fonts: int
 
 
 def glyph_ruler(ds: GlyphDataset, judge_path: str, lpips_vgg: nn.Module, seed: int = 0, collapse_quantile: float = 0.01,
-                extractors: Sequence[str] = ("judge", "vgg16")) -> Ruler:
-    """The ruler of notebooks 01–03: the judge from `judge_path` (made by 00_judge), FD extractors, LPIPS-vgg and a
-    collapse floor at the `collapse_quantile` of LPIPS between distinct real fonts of seen characters."""
+                extractors: Sequence[str] | str = ("judge", "vgg16"), inception_dir: str | None = None) -> Ruler:
+    """The ruler of notebooks 01–05: the judge from `judge_path` (made by 00_judge), FD extractors (a sequence or a
+    comma-separated string; `inception` = FID, needs clean-fid's file in `inception_dir`), LPIPS-vgg and a collapse
+    floor at the `collapse_quantile` of LPIPS between distinct real images of seen classes. The judge and the
+    extractors run on LPIPS-vgg's device."""
     from tagelib.judge import load_judge
     from tagelib.metrics import calibrate_collapse_floor
     from tagelib.paths import resolve
 
-    judge = load_judge(resolve(judge_path), categories=ds.categories)
+    names = [e.strip() for e in extractors.split(",")] if isinstance(extractors, str) else list(extractors)
+    if not names or names[0] != "judge":
+        raise ValueError(f"the FD extractors must start with 'judge' (FD-domain), got {names}")
+    judge = load_judge(resolve(judge_path), categories=ds.categories).to(next(lpips_vgg.parameters()).device)
     floor = calibrate_collapse_floor(lpips_vgg, seen_calibration_sets(ds, seed=seed), quantile=collapse_quantile)
-    return Ruler.build(judge, lpips_vgg, ds, floor, extractors=extractors)
+    return Ruler.build(judge, lpips_vgg, ds, floor, extractors=names, inception_dir=inception_dir or None)

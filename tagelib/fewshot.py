@@ -13,6 +13,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from tagelib.distributed import Distributed, pick_device
 from tagelib.factorize import class_embeddings, compose, residuals, validate_layers
 from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.inversion import ShotInverter
@@ -122,7 +123,8 @@ def seen_class_embeddings(w: torch.Tensor, labels: torch.Tensor, ds: GlyphDatase
 
 
 class EditingContext(NamedTuple):
-    """What notebooks 02 and 03 start from: data, the frozen latent space, the edited layers, metrics, folders."""
+    """What notebooks 02–05 start from: data, the frozen latent space, the edited layers, metrics, folders, and the
+    device the networks sit on (`dist`: one process on it; trainers take it)."""
 
     ds: GlyphDataset
     model: LatentSpace
@@ -132,19 +134,24 @@ class EditingContext(NamedTuple):
     out_dir: Path
     fig_dir: Path
     rng: np.random.Generator
+    dist: Distributed
 
 
 def editing_context(notebook: str, run_dir: str, figures_dir: str, data_dir: str, checkpoint: str, edit_layers: str,
-                    seed: int, threads: int, dataset: str = "glyphs") -> EditingContext:
+                    seed: int, threads: int, dataset: str = "glyphs", device: str = "auto", amp: bool = True
+                    ) -> EditingContext:
     """Seed torch, set its threads, create the output folders and load data, latent space and LPIPS nets.
 
     `edit_layers` is a comma-separated list ("0,1,2,3"); a missing checkpoint names notebook 01; `dataset` and
-    `data_dir` as in `tagelib.paper_data.load_dataset`.
+    `data_dir` as in `tagelib.paper_data.load_dataset`. `device` ("auto": CUDA when present) is chosen once: E, G
+    and LPIPS move there (G in bf16 autocast with `amp` on a GPU); the data stays on the CPU.
     """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    target = pick_device(device)
     out_dir, fig_dir = output_dirs(run_dir, figures_dir, notebook)
-    model = LatentSpace.load(resolve(checkpoint))
+    model = LatentSpace.load(resolve(checkpoint)).to_device(target, amp)
     layers = validate_layers([int(i) for i in edit_layers.split(",")], model.n_latent)
-    return EditingContext(load_dataset(dataset, data_dir, model.cfg.generator.size), model, layers, load_lpips("alex"), load_lpips("vgg"),
-                          out_dir, fig_dir, np.random.default_rng(seed))
+    return EditingContext(load_dataset(dataset, data_dir, model.cfg.generator.size), model, layers,
+                          load_lpips("alex", device=target), load_lpips("vgg", device=target), out_dir, fig_dir,
+                          np.random.default_rng(seed), Distributed(device=target))

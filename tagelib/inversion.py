@@ -18,7 +18,8 @@ from tagelib.latent import LatentSpace
 def refine_codes(model: LatentSpace, images: torch.Tensor, perceptual, steps: int = 50, lr: float = 0.01,
                  lambda_lpips: float = 1.0, w_init: torch.Tensor | None = None, batch_size: int = 256,
                  progress: bool = False, record_at: tuple[int, ...] = ()) -> torch.Tensor | dict[int, torch.Tensor]:
-    """Refined W+ codes (N, L, D) for images (N, C, S, S) in [-1, 1]; model weights are untouched.
+    """Refined W+ codes (N, L, D) for images (N, C, S, S) in [-1, 1]; model weights are untouched. The refinement
+    runs on the model's device; the codes come back on the images' device.
 
     With `record_at` (step counts, 0 = E's codes), returns {steps: codes (N, L, D)} along the one trajectory,
     the final `steps` included: a sweep over refinement lengths for the price of the longest."""
@@ -26,12 +27,12 @@ def refine_codes(model: LatentSpace, images: torch.Tensor, perceptual, steps: in
     starts = range(0, len(images), batch_size)
     bar = tqdm(total=steps * len(starts), desc=f"refine {len(images)} codes", disable=not progress or len(images) < 64)
     for i in starts:
-        x = images[i:i + batch_size]
-        w0 = model.encode_batched(x) if w_init is None else w_init[i:i + batch_size]
+        x = images[i:i + batch_size].to(model.device)
+        w0 = model.encode_batched(x) if w_init is None else w_init[i:i + batch_size].to(model.device)
         w = w0.clone().requires_grad_(True)
         opt = torch.optim.Adam([w], lr=lr)
         if 0 in recorded:
-            recorded[0].append(w0.detach().clone())
+            recorded[0].append(w0.detach().to(images.device, copy=True))
         with torch.enable_grad():  # callers may sit inside no_grad (evaluation code)
             for step in range(1, steps + 1):
                 fake = model.decode(w)
@@ -42,8 +43,8 @@ def refine_codes(model: LatentSpace, images: torch.Tensor, perceptual, steps: in
                 opt.step()
                 bar.update()
                 if step in recorded and step < steps:
-                    recorded[step].append(w.detach().clone())
-        out.append(w.detach())
+                    recorded[step].append(w.detach().to(images.device, copy=True))
+        out.append(w.detach().to(images.device))
     bar.close()
     if record_at:
         recorded[steps] = out
@@ -81,7 +82,7 @@ class ShotInverter:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.steps == 0:
             return self.model.encode_batched(images)
-        keys = [row.numpy().tobytes() for row in images.float().contiguous()]
+        keys = [row.numpy().tobytes() for row in images.float().cpu().contiguous()]
         todo = sorted({i for i, k in enumerate(keys) if k not in self._cache}, key=lambda i: keys[i])
         todo = list({keys[i]: i for i in todo}.values())  # one refinement per distinct image
         if todo:

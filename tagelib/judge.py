@@ -100,14 +100,16 @@ class GlyphJudge(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: Tensor, batch_size: int = 1024) -> tuple[Tensor, Tensor]:
-        """Top-1 class (N,) and penultimate features (N, embed_dim) of many images, in eval mode."""
+        """Top-1 class (N,) and penultimate features (N, embed_dim) of many images, in eval mode; computed on the
+        judge's device, returned on x's."""
         was = self.training
         self.eval()
         preds, feats = [], []
+        device = next(self.parameters()).device
         for i in range(0, len(x), batch_size):
-            f = self.features(x[i:i + batch_size])
-            feats.append(f)
-            preds.append(self.head(f).argmax(1))
+            f = self.features(x[i:i + batch_size].to(device))
+            feats.append(f.to(x.device))
+            preds.append(self.head(f).argmax(1).to(x.device))
         self.train(was)
         if not preds:
             return torch.zeros(0, dtype=torch.long), torch.zeros(0, self.cfg.embed_dim)
@@ -253,7 +255,7 @@ def train_judge(judge: GlyphJudge, images, labels: np.ndarray, cfg: JudgeTrainCo
                 to_tensor: Callable[[np.ndarray], Tensor] = GlyphDataset.to_tensor) -> dict[str, list]:
     """Train on real images: `images` indexable by an index array (uint8 glyph ink (N, S, S), or a dataset's lazy
     `ds.view(styles, categories)`), `labels` (N,) category ids, `to_tensor` the dataset's conversion. Returns the
-    loss history."""
+    loss history. Trains on the judge's device (batches are drawn and augmented on the CPU, then moved)."""
     if len(images) != len(labels) or len(images) == 0:
         raise ValueError(f"need as many labels as images (> 0), got {len(images)} and {len(labels)}")
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -264,19 +266,21 @@ def train_judge(judge: GlyphJudge, images, labels: np.ndarray, cfg: JudgeTrainCo
     hist: dict[str, list] = {"loss": [], "accuracy": [], "seconds": []}
     start = time.perf_counter()
     judge.train()
+    device = next(judge.parameters()).device
     for _ in trange(cfg.steps, desc="judge", disable=not progress):
         idx = torch.randint(len(y), (min(cfg.batch_size, len(y)),), generator=gen)
         x = to_tensor(images[idx.numpy()])
         if cfg.augment:
             x = augment_glyphs(x, gen)
+        x, target = x.to(device), y[idx].to(device)
         logits = judge(x)
-        loss = F.cross_entropy(logits, y[idx], label_smoothing=cfg.label_smoothing)
+        loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         hist["loss"].append(loss.item())
-        hist["accuracy"].append((logits.argmax(1) == y[idx]).float().mean().item())
+        hist["accuracy"].append((logits.argmax(1) == target).float().mean().item())
         hist["seconds"].append(time.perf_counter() - start)
     judge.eval()
     return hist

@@ -85,21 +85,36 @@ class LatentSpace(nn.Module):
         self.decoder = Generator(cfg.generator, fused=False)  # same maths as the grouped conv, 2.3x faster on CPU
         self.register_buffer("latent_avg", torch.zeros(self.decoder.n_latent, cfg.generator.style_dim))
         self.frozen = False
+        self.amp = False  # bf16 autocast of G on CUDA (`to_device`); never on the CPU
+
+    @property
+    def device(self) -> torch.device:
+        return self.latent_avg.device
+
+    def to_device(self, device: torch.device, amp: bool = False) -> "LatentSpace":
+        """Move E and G to `device`; `amp`: G runs under bf16 autocast there when it is a GPU (E, the codes and every
+        metric stay float32). Inputs may live anywhere: encode/decode compute on `device` and answer on the input's."""
+        self.amp = bool(amp) and device.type == "cuda"
+        return self.to(device)
 
     @property
     def n_latent(self) -> int:
         return self.decoder.n_latent
 
     def encode(self, x: Tensor) -> Tensor:
-        """x (B, C, S, S) in [-1, 1] -> w (B, L, D)."""
-        return self.encoder(x) + self.latent_avg
+        """x (B, C, S, S) in [-1, 1] -> w (B, L, D), computed on the model's device, returned on x's."""
+        return (self.encoder(x.to(self.device)) + self.latent_avg).to(x.device)
 
     def decode(self, w: Tensor) -> Tensor:
         """w (B, L, D) -> image (B, C, S, S) at the encoder's size S (pSp's face_pool averages a larger generator's
-        output down); the generator's fixed noise maps, so decoding is deterministic."""
-        image = self.decoder(w, randomize_noise=False)
+        output down); the generator's fixed noise maps, so decoding is deterministic. Computed on the model's device
+        (bf16 autocast with `amp` on a GPU), returned float32 on w's device; gradients flow through the moves."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            image = self.decoder(w.to(self.device), randomize_noise=False)
+        image = image.float()
         size = self.cfg.encoder.input_size
-        return image if image.shape[-1] == size else F.adaptive_avg_pool2d(image, size)
+        image = image if image.shape[-1] == size else F.adaptive_avg_pool2d(image, size)
+        return image.to(w.device)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))

@@ -37,13 +37,14 @@ class LofganSpec:
     seen: int  # the first `seen` classes train; the rest are unseen
     shot_pool: int  # shots are drawn from an unseen class's first `shot_pool` images
     images_per_class: int | None  # None: not documented, only checked to exceed shot_pool
+    subject: str = "image"  # what an image shows, for prompts ("a photo of a smiling <subject>")
 
 
 LOFGAN = {
-    "animal": LofganSpec("animal_128.npy", 149, 119, 10, 100),
-    "flower": LofganSpec("flower_c8189_s128_data_rgb.npy", 102, 85, 10, None),
-    "vggface": LofganSpec("vgg_face_data_rgb.npy", 2354, 1802, 30, None),
-    "synthetic": LofganSpec("paper_synthetic.npy", 40, 30, 10, 40),  # the rehearsal's (tagelib.paper_synthetic)
+    "animal": LofganSpec("animal_128.npy", 149, 119, 10, 100, "animal face"),
+    "flower": LofganSpec("flower_c8189_s128_data_rgb.npy", 102, 85, 10, None, "flower"),
+    "vggface": LofganSpec("vgg_face_data_rgb.npy", 2354, 1802, 30, None, "face"),
+    "synthetic": LofganSpec("paper_synthetic.npy", 40, 30, 10, 40, "drawing"),  # the rehearsal's (tagelib.paper_synthetic)
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -54,11 +55,12 @@ class ImageClassDataset(GlyphDataset):
 
     channels = 3
 
-    def __init__(self, images, coverage: np.ndarray, categories: list[str], split: dict, size: int):
+    def __init__(self, images, coverage: np.ndarray, categories: list[str], split: dict, size: int,
+                 subject: str = "image"):
         styles = [{"full_name": f"image {i}", "family_key": f"slot {i}", "caption": "a photo"}
                   for i in range(coverage.shape[0])]
         super().__init__(images, coverage, categories, styles, split)
-        self._size = size
+        self._size, self.subject = size, subject
 
     @property
     def size(self) -> int:
@@ -125,7 +127,8 @@ def load_lofgan(path: str | Path, dataset: str, size: int | None = None, seen: i
     split = lofgan_split(n_classes, per_class, spec.seen if seen is None else seen,
                          spec.shot_pool if shot_pool is None else shot_pool, names)
     images = data.transpose(1, 0, 2, 3, 4)  # (images, classes, H, W, 3): slot-major like the glyphs, still mapped
-    return ImageClassDataset(images, np.ones((per_class, n_classes), bool), names, split, size or data.shape[2])
+    return ImageClassDataset(images, np.ones((per_class, n_classes), bool), names, split, size or data.shape[2],
+                             spec.subject)
 
 
 def check_lofgan_array(data: np.ndarray, spec: LofganSpec | None, path: Path) -> None:

@@ -74,6 +74,29 @@ def official_checkpoints(cfg: LatentSpaceConfig, seed: int = 0) -> dict[str, dic
     return {"psp": psp, "stylegan2": stylegan2}
 
 
+# The rehearsal's CLIP: a ViT-B-32-shaped open_clip model in miniature (its own name, patches, CLIP's mean and std,
+# so images are resized and normalised as for ViT-B-32), registered with open_clip and created by name with random
+# weights — the paper profiles' path (`clip: ViT-B-32`), minus the download.
+REHEARSAL_CLIP = "tage-rehearsal-vit"
+REHEARSAL_CLIP_CFG = {"embed_dim": 32,
+                      "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32},
+                      "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+
+
+def register_rehearsal_clip() -> str:
+    """Register the rehearsal's CLIP config with open_clip (once per process); returns its name."""
+    import json
+    import tempfile
+
+    import open_clip
+
+    if REHEARSAL_CLIP not in open_clip.list_models():
+        folder = Path(tempfile.mkdtemp(prefix="tage_rehearsal_clip_"))
+        (folder / f"{REHEARSAL_CLIP}.json").write_text(json.dumps(REHEARSAL_CLIP_CFG))
+        open_clip.add_model_config(folder)
+    return REHEARSAL_CLIP
+
+
 def write_inputs(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write the rehearsal's dataset and checkpoints into `out_dir` (atomically; existing files are replaced,
     they are rebuilt identically from the seed). Returns their paths."""

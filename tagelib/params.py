@@ -123,13 +123,17 @@ RULES: dict[str, Rule] = {
     "run_dir": Rule("a non-empty path", bool), "figures_dir": Rule("a non-empty path", bool),
     "data_dir": Rule("a non-empty path", bool), "checkpoint": Rule("a non-empty path", bool),
     "judge": Rule("a non-empty path", bool), "clip": Rule("a non-empty path", bool),
-    "attribute_probe": Rule("a non-empty path", bool),
     "codebook": Rule("a non-empty path", bool), "cpm": Rule("a non-empty path", bool),
     "age_checkpoint": Rule("a non-empty path", bool),
     "decode_order": one_of("confidence", "random"),
+    "device": one_of("auto", "cpu", "cuda"), "train_processes": COUNT,
+    "fd_extractors": Rule('comma-separated FD features starting with judge, among judge, vgg16, inception '
+                          '(e.g. "judge,vgg16,inception")',
+                          lambda v: v.split(",")[0] == "judge" and all(t in ("judge", "vgg16", "inception") for t in v.split(","))),
     "dataset": one_of(*DATASET_NAMES), "architecture": one_of(*ARCHITECTURES),
-    "prompts": Rule(f"comma-separated attribute words among {list(PROMPT_WORDS)}",
-                    lambda v: bool(v) and all(t.strip() in PROMPT_WORDS for t in v.split(","))),
+    "prompts": Rule("distinct comma-separated words (glyphs: among " + ", ".join(PROMPT_WORDS) + ")",
+                    lambda v: bool(v) and all(t.strip() for t in v.split(","))
+                    and len({t.strip() for t in v.split(",")}) == len(v.split(","))),
     "ablation_variants": Rule(f"comma-separated names among {list(ABLATION_VARIANTS)}",
                               lambda v: all(t in ABLATION_VARIANTS for t in v.split(","))),
 }
@@ -186,6 +190,14 @@ def check_layers(notebook: str, params: dict[str, Any], n_latent: int, source: s
 
 def check_relations(notebook: str, values: dict[str, Any]) -> None:
     """Constraints between parameters of one notebook (`values`: defaults with the injected values on top)."""
+    if values.get("dataset") == "glyphs" and "prompts" in values:
+        unknown = [t.strip() for t in values["prompts"].split(",") if t.strip() not in PROMPT_WORDS]
+        if unknown:
+            raise ParameterError(f"{notebook}: prompts={values['prompts']!r}: {unknown} have no attribute probe; glyph "
+                                 f"prompts are among {list(PROMPT_WORDS)}")
+        if not values.get("attribute_probe"):
+            raise ParameterError(f"{notebook}: glyph prompts are scored by the attribute probe: set attribute_probe "
+                                 "(made by 00_clip)")
     if "resample" in values and "edit_layers" in values and values["resample"] > len(int_list(values["edit_layers"])):
         raise ParameterError(f"{notebook}: resample={values['resample']} exceeds the {len(int_list(values['edit_layers']))} "
                              f"edited layers of edit_layers={values['edit_layers']!r}")

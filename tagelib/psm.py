@@ -22,10 +22,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from tagelib.config import build_config
 from tagelib.cpm import CodePredictor, CPMConfig
 from tagelib.cpm_train import CPMData, CPMTrainConfig, train_cpm
+from tagelib.distributed import SINGLE, Distributed
 from tagelib.factorize import compose
 
 
@@ -61,15 +63,23 @@ def with_prompt_token(cpm: CodePredictor, prompt_dim: int) -> CodePredictor:
 
 
 class PromptBank:
-    """Caption embeddings (n_styles, M, E) of each training code's font, drawn per step with prompt dropout."""
+    """Prompt embeddings (n_rows, M, E) — captions of each training code's font, or its image's own CLIP embedding
+    (`tagelib.prompts`) — drawn per step with prompt dropout; `noise` > 0 moves each drawn unit embedding by that
+    length in a random direction and renormalises it (LAFITE's bridge from image to text embeddings)."""
 
-    def __init__(self, embeddings: torch.Tensor, style_row: torch.Tensor, dropout: float):
-        self.embeddings, self.style_row, self.dropout = embeddings, style_row, dropout
+    def __init__(self, embeddings: torch.Tensor, style_row: torch.Tensor, dropout: float, noise: float = 0.0):
+        if noise < 0:
+            raise ValueError(f"prompt noise must be >= 0, got {noise}")
+        self.embeddings, self.style_row, self.dropout, self.noise = embeddings, style_row, dropout, noise
 
     def __call__(self, i: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         pick = torch.randint(self.embeddings.shape[1], (len(i),), generator=generator)
         on = torch.rand(len(i), generator=generator) >= self.dropout
-        return self.embeddings[self.style_row[i], pick], on  # (B, E), (B,)
+        emb = self.embeddings[self.style_row[i], pick]  # (B, E)
+        if self.noise:
+            eps = torch.randn(emb.shape, generator=generator).to(emb)
+            emb = F.normalize(emb + self.noise * F.normalize(eps, dim=-1), dim=-1)
+        return emb, on  # (B, E), (B,)
 
 
 @torch.no_grad()
@@ -91,12 +101,12 @@ def clip_loss(model, layers: list[int], embed_images: Callable[[torch.Tensor], t
     def loss(cpm: CodePredictor, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         b = min(cfg.clip_batch, len(batch["cond"]))
         cond, prompt, on = batch["cond"][:b], batch["prompt"][:b], batch["prompt_on"][:b]
-        all_masked = torch.ones(b, cpm.config.n_edit, dtype=torch.bool)
-        logits = cpm(cond, torch.zeros(b, cpm.config.n_edit, dtype=torch.long), all_masked, prompt, on)
+        all_masked = torch.ones(b, cpm.config.n_edit, dtype=torch.bool, device=cond.device)
+        logits = cpm(cond, torch.zeros(b, cpm.config.n_edit, dtype=torch.long, device=cond.device), all_masked, prompt, on)
         q = cpm.soft_codes(logits, cfg.soft_temperature)  # (b, |S|, D), differentiable
         image = embed_images(model.decode(compose(cond, q, layers, base=cond)).clamp(-1, 1))  # (b, E)
         with torch.no_grad():
-            shot = embed_images(shot_images[batch["shot"][:b]])
+            shot = embed_images(shot_images[batch["shot"][:b].to(shot_images.device)].to(cond.device))
         text_term = ((1 - (image * prompt).sum(-1)) * on).sum() / on.sum().clamp_min(1)
         image_term = (1 - (image * shot).sum(-1)).mean()
         total = cfg.lambda_text * text_term + cfg.lambda_image * image_term
@@ -106,11 +116,12 @@ def clip_loss(model, layers: list[int], embed_images: Callable[[torch.Tensor], t
 
 
 def train_psm(cpm: CodePredictor, data: CPMData, bank: PromptBank, cpm_cfg: CPMTrainConfig, cfg: PSMTrainConfig,
-              clip_term=None, progress: bool = True) -> dict[str, list]:
-    """Fine-tune a prompt-token CPM (`with_prompt_token`) with the supervised prompts and, if given, the CLIP term."""
+              clip_term=None, progress: bool = True, dist: Distributed = SINGLE) -> dict[str, list]:
+    """Fine-tune a prompt-token CPM (`with_prompt_token`) with the supervised prompts and, if given, the CLIP term,
+    on `dist.device` (one process: the CLIP term is not data-parallel)."""
     if not cpm.config.prompt_dim:
         raise ValueError("the CPM has no prompt token; wrap it with psm.with_prompt_token(cpm, clip_embed_dim)")
     if bank.embeddings.shape[-1] != cpm.config.prompt_dim:
         raise ValueError(f"prompt embeddings have size {bank.embeddings.shape[-1]}, the CPM expects {cpm.config.prompt_dim}")
     extra = clip_term if cfg.clip_batch and (cfg.lambda_text or cfg.lambda_image) else None
-    return train_cpm(cpm, data, cpm_cfg, prompts=bank, extra_loss=extra, progress=progress, desc="PSM")
+    return train_cpm(cpm, data, cpm_cfg, prompts=bank, extra_loss=extra, progress=progress, desc="PSM", dist=dist)

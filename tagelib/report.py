@@ -55,6 +55,12 @@ def data_fingerprint(data_dir: str) -> str:
     return f"{data_dir} (image folders)" if path.is_dir() else f"{data_dir} (missing)"
 
 
+def write_table(path: str | Path, text: str, data_dir: str) -> None:
+    """Write a markdown table atomically; on the rehearsal's data its first line says the numbers mean nothing."""
+    banner = f"> {REHEARSAL_NOTE}\n\n" if resolve(data_dir).name == REHEARSAL_DATA else ""
+    write_text_atomic(path, banner + text)
+
+
 def provenance(data_dir: str, seed: int, ruler) -> dict:
     """Where a number comes from: profile, data (with its fingerprint), judge and extractors, seed, git commit,
     machine; a rehearsal's numbers are marked as meaningless."""

@@ -208,6 +208,12 @@ def _protected(path: Path) -> bool:
     return _inside(REPO_ROOT, path) or any(_inside(path, d) for d in [*SOURCE_DIRS, PUBLISHED_FIGURES])
 
 
+def _open_clip_name(spec: str) -> bool:
+    from tagelib.prompts import is_open_clip_name  # imports torch and open_clip: only when a notebook reads a CLIP
+
+    return is_open_clip_name(spec)
+
+
 def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict], effective: dict[str, dict],
                  modified: bool) -> None:
     """Written paths: never shipped data unless an unmodified batch of the profile that makes it; read paths:
@@ -229,6 +235,10 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
                 made_here.append(target)
             elif key == "checkpoint":
                 _check_readable_checkpoint(name, values, target, made_here)
+            elif key == "attribute_probe" and not values[key]:
+                continue  # photographs: no probe (tagelib.prompts)
+            elif key == "clip" and _open_clip_name(values[key]):
+                continue  # a model by open_clip name (ViT-B-32); its weights: clip_pretrained
             elif not any(_same_artefact(target, m) for m in made_here) and not _artefact_file(key, target).is_file():
                 raise SystemExit(f"{name}: {key}={values[key]!r} does not exist ({_artefact_file(key, target)}); it is made "
                                  f"by {MADE_BY[key]} — run that notebook first, in this batch or with the same run_dir")
@@ -247,6 +257,13 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
         if values.get("import_checkpoint") and not resolve(values["import_checkpoint"]).is_file():
             raise SystemExit(f"{name}: import_checkpoint={values['import_checkpoint']!r} does not exist; download the "
                              "official pSp / AGE checkpoint (README, \"Paper datasets on a GPU\")")
+        if "inception" in str(values.get("fd_extractors", "")).split(","):
+            from tagelib.metrics import INCEPTION_FILE
+
+            if not (resolve(values.get("inception_dir") or ".") / INCEPTION_FILE).is_file():
+                raise SystemExit(f"{name}: fd_extractors={values['fd_extractors']!r} asks for FID, but "
+                                 f"{resolve(values.get('inception_dir') or '.') / INCEPTION_FILE} does not exist; put "
+                                 f"clean-fid's Inception-v3 file there (README, \"Paper datasets on a GPU\") or drop inception")
         compare = resolve(values["compare_checkpoint"]) if values.get("compare_checkpoint") else None
         if compare and not any(_same_artefact(compare, m) for m in made_here) and not checkpoint_file(compare).is_file():
             raise SystemExit(f"{name}: compare_checkpoint={values['compare_checkpoint']!r} does not exist "
