@@ -127,6 +127,7 @@ class Ruler:
     categories: list[str]
     seen: list[int]
     kid_on: tuple[str, ...] = ("judge",)  # extractors whose KID is computed (clean-fid's KID costs ~8-10 s each here)
+    lpips_size: int = 32  # LPIPS diversity, collapse and FD-VGG16 at this size: the dataset's (glyphs 32 px)
     _reference_features: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -135,9 +136,9 @@ class Ruler:
         if list(judge.categories) != list(ds.categories):
             raise ValueError("the judge's categories differ from the dataset's; load the judge with this dataset")
         device = next(judge.parameters()).device  # every extractor on the judge's device
-        extr = [feature_extractor(name, judge=judge, lpips_vgg=lpips_vgg, device=device, inception_dir=inception_dir)
-                for name in extractors]
-        return cls(judge, lpips_vgg, extr, collapse_floor, list(ds.categories), list(ds.seen))
+        extr = [feature_extractor(name, judge=judge, lpips_vgg=lpips_vgg, device=device, inception_dir=inception_dir,
+                                  lpips_size=ds.size) for name in extractors]
+        return cls(judge, lpips_vgg, extr, collapse_floor, list(ds.categories), list(ds.seen), lpips_size=ds.size)
 
     @torch.no_grad()
     def recognised(self, images: torch.Tensor, intended: torch.Tensor) -> torch.Tensor:
@@ -213,7 +214,7 @@ def measure(images: torch.Tensor, protocol: Protocol, ruler: Ruler, seed: int = 
     pres = category_preservation(predicted, intended, ruler.categories, ruler.seen, ruler.judge.canonical)
     metrics.update(preservation=pres["accuracy"], preservation_strict=pres["strict"], wrong_onto_seen=pres["wrong_onto_seen"],
                    confusions=pres["confusions"], per_category=pres["per_category"])
-    pairs, vgg_feats = pairs_and_vgg_features(ruler.lpips_vgg, images)  # one LPIPS-vgg pass: diversity and FD-VGG16
+    pairs, vgg_feats = pairs_and_vgg_features(ruler.lpips_vgg, images, ruler.lpips_size)  # diversity and FD-VGG16
     for extractor in ruler.extractors:
         feats = {"judge": judge_feats, "vgg16": vgg_feats}.get(extractor.name)
         feats = extractor(flat) if feats is None else feats
@@ -358,5 +359,6 @@ def glyph_ruler(ds: GlyphDataset, judge_path: str, lpips_vgg: nn.Module, seed: i
     if not names or names[0] != "judge":
         raise ValueError(f"the FD extractors must start with 'judge' (FD-domain), got {names}")
     judge = load_judge(resolve(judge_path), categories=ds.categories).to(next(lpips_vgg.parameters()).device)
-    floor = calibrate_collapse_floor(lpips_vgg, seen_calibration_sets(ds, seed=seed), quantile=collapse_quantile)
+    floor = calibrate_collapse_floor(lpips_vgg, seen_calibration_sets(ds, seed=seed), quantile=collapse_quantile,
+                                     size=ds.size)
     return Ruler.build(judge, lpips_vgg, ds, floor, extractors=names, inception_dir=inception_dir or None)

@@ -88,20 +88,25 @@ def transfer(model: LatentSpace, ds: GlyphDataset, pairs: np.ndarray, class_mean
 
 @torch.no_grad()
 def throughput(model: LatentSpace, images: torch.Tensor, batch_size: int = 256, repeats: int = 3) -> dict:
-    """Encode and decode images per second (best of `repeats`, batch `batch_size`)."""
-    x = images[:batch_size]
+    """Encode and decode images per second (best of `repeats`, batch `batch_size`), on the model's device (the
+    batch is moved there first; GPU work is synchronised before each clock reading)."""
+    x = images[:batch_size].to(model.device)
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     model.encode(x[:8])  # warm-up
     enc, dec = [], []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         w = model.encode(x)
+        sync()
         t1 = time.perf_counter()
         model.decode(w)
+        sync()
         t2 = time.perf_counter()
         enc.append(len(x) / (t1 - t0))
         dec.append(len(x) / (t2 - t1))
     return {"encode_img_per_s": max(enc), "decode_img_per_s": max(dec), "batch_size": len(x),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "device": str(model.device), "amp": model.amp}
 
 
 # ----------------------------------------------------------------------------- the judge's targets, quickly

@@ -124,7 +124,8 @@ class FeatureExtractor:
 
 
 def feature_extractor(name: str, judge: torch.nn.Module | None = None, lpips_vgg: torch.nn.Module | None = None,
-                      device: str | torch.device = "cpu", inception_dir: str | Path | None = None) -> FeatureExtractor:
+                      device: str | torch.device = "cpu", inception_dir: str | Path | None = None,
+                      lpips_size: int = 32) -> FeatureExtractor:
     """Build a named extractor. ``judge`` needs the judge; ``vgg16`` is `vgg_descriptor` on `lpips_vgg` (loaded when
     not given); ``inception`` needs clean-fid's Inception-v3 file in `inception_dir` (never downloaded here; images
     are resized to 299 px with clean-fid's "clean" PIL-bicubic resizer)."""
@@ -136,7 +137,8 @@ def feature_extractor(name: str, judge: torch.nn.Module | None = None, lpips_vgg
         from tagelib.perceptual import load_lpips
 
         net = lpips_vgg if lpips_vgg is not None else load_lpips("vgg", device=device)
-        return FeatureExtractor("vgg16", lambda x: vgg_descriptor(lpips_trunk(net, x)), batch_size=256)
+        return FeatureExtractor("vgg16", lambda x: vgg_descriptor(lpips_trunk(net, x, resize_to=lpips_size)),
+                                batch_size=256)
     if name == "inception":
         return FeatureExtractor("inception", _inception_fn(inception_dir, device), batch_size=64)
     raise ValueError(f"unknown feature extractor {name!r}; valid: {list(EXTRACTORS)}")
@@ -172,13 +174,15 @@ def _inception_fn(inception_dir: str | Path | None, device: str | torch.device) 
 # ----------------------------------------------------------------------------- diversity and collapse
 
 
-def per_category_pairwise(lpips_vgg, images_per_category: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """All within-category pairwise LPIPS (VGG, 32 px), one (P_c,) tensor per category."""
-    return [pairwise_lpips(lpips_vgg, imgs, resize_to=32) for imgs in images_per_category]
+def per_category_pairwise(lpips_vgg, images_per_category: Sequence[torch.Tensor], size: int = 32) -> list[torch.Tensor]:
+    """All within-category pairwise LPIPS (VGG, images at `size` px: the glyphs' 32, a photo dataset's own size), one
+    (P_c,) tensor per category."""
+    return [pairwise_lpips(lpips_vgg, imgs, resize_to=size) for imgs in images_per_category]
 
 
-def pairs_and_vgg_features(lpips_vgg, images_per_category: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """One LPIPS-vgg trunk pass per category at 32 px gives both its within-category pairwise LPIPS (`per_category_pairwise`)
+def pairs_and_vgg_features(lpips_vgg, images_per_category: Sequence[torch.Tensor], size: int = 32
+                           ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One LPIPS-vgg trunk pass per category at `size` px gives both its within-category pairwise LPIPS (`per_category_pairwise`)
     and the images' FD-VGG16 features (`vgg_descriptor`): ([(P_c,)], (sum N_c, 512)).
 
     Identical images share one pass (a deterministic method repeats its few images up to n): features and
@@ -188,7 +192,7 @@ def pairs_and_vgg_features(lpips_vgg, images_per_category: Sequence[torch.Tensor
         if len(imgs) < 2:
             raise ValueError(f"need at least 2 images per category for pairwise LPIPS, got {len(imgs)}")
         distinct, inverse = torch.unique(imgs.flatten(1), dim=0, return_inverse=True)  # (U, P), (N,)
-        trunk = lpips_trunk(lpips_vgg, distinct.view(-1, *imgs.shape[1:]))
+        trunk = lpips_trunk(lpips_vgg, distinct.view(-1, *imgs.shape[1:]), resize_to=size)
         dist = lpips_distance_matrix(lpips_vgg, trunk)[inverse][:, inverse]  # (N, N)
         i_idx, j_idx = torch.triu_indices(len(imgs), len(imgs), offset=1)
         pairs.append(dist[i_idx, j_idx].float())
@@ -206,12 +210,13 @@ def collapse_rate(pair_distances: Sequence[torch.Tensor], floor: float) -> float
     return float(np.mean([(d < floor).double().mean().item() for d in pair_distances]))
 
 
-def calibrate_collapse_floor(lpips_vgg, images_per_category: Sequence[torch.Tensor], quantile: float = 0.01) -> float:
+def calibrate_collapse_floor(lpips_vgg, images_per_category: Sequence[torch.Tensor], quantile: float = 0.01,
+                             size: int = 32) -> float:
     """The collapse floor: the `quantile` of LPIPS (VGG, 32 px) between distinct real fonts of one character,
     pooled over the given categories' pairs. Call it on real glyphs outside the evaluation reference (the
     notebooks use seen categories of the training fonts)."""
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-    d = torch.cat(per_category_pairwise(lpips_vgg, images_per_category))
+    d = torch.cat(per_category_pairwise(lpips_vgg, images_per_category, size))
     return torch.quantile(d.double(), quantile).item()
 

@@ -170,3 +170,19 @@ def test_one_vgg_pass_gives_the_pairwise_lpips_and_the_vgg_features(lpips_vgg):
     for got, expected in zip(pairs, per_category_pairwise(lpips_vgg, sets)):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(feats, feature_extractor("vgg16", lpips_vgg=lpips_vgg)(torch.cat(sets)), rtol=1e-4, atol=1e-5)
+
+
+def test_photographs_are_measured_at_their_own_size_not_the_glyphs_32_px(lpips_vgg):
+    """A 64 px set measured at 64 px: pairs and FD-VGG16 features agree with the full-size LPIPS, and differ from 32 px."""
+    from tagelib.metrics import feature_extractor, pairs_and_vgg_features
+
+    g = torch.Generator().manual_seed(2)
+    sets = [torch.rand(3, 3, 64, 64, generator=g) * 2 - 1, torch.rand(3, 3, 64, 64, generator=g) * 2 - 1]
+    pairs, feats = pairs_and_vgg_features(lpips_vgg, sets, size=64)
+    full = per_category_pairwise(lpips_vgg, sets, size=64)
+    small = per_category_pairwise(lpips_vgg, sets)
+    for got, expected, at32 in zip(pairs, full, small):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+        assert (got - at32).abs().max() > 1e-3
+    extractor = feature_extractor("vgg16", lpips_vgg=lpips_vgg, lpips_size=64)
+    torch.testing.assert_close(feats, extractor(torch.cat(sets)), rtol=1e-4, atol=1e-5)
