@@ -93,8 +93,9 @@ def main() -> None:
     perceptual = lambda p, q: lpips_distance(lpips_alex, p.clamp(-1, 1), q)
     age = age_lib.AGE(age_lib.AGEConfig(n_latent=model.n_latent, style_dim=512, edit_layers=tuple(EDIT),
                                         groups=((0, 1, 2), (3, 4, 5)), dict_size=100, optimizer="adam"))
-    s, peak = clock(lambda: age_lib.train_age(age, codes, labels, means, model.decode, perceptual, steps=1,
-                                              batch_size=b, progress=False, dist=dist), args.repeats)
+    photos = torch.rand(n_codes, 3, 256, 256) * 2 - 1  # AGE's reconstruction targets: real images (here random)
+    s, peak = clock(lambda: age_lib.train_age(age, codes, labels, means, model.decode, perceptual, images=photos,
+                                              steps=1, batch_size=b, progress=False, dist=dist), args.repeats)
     out["AGE_step"] = {"steps_per_s": 1 / s, "memory_peak_gib": peak}
     codebook = Codebook(CodebookConfig(num_codes=10_000, dim=512))
     clm_cfg = CLMTrainConfig(steps=1, batch_size=b, revive_every=0)
