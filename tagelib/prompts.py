@@ -47,8 +47,9 @@ def load_clip_model(spec: str, pretrained: str = "", device: torch.device | str 
         model, tokenizer = clip_glyph.load_clip(folder)
         model.source = f"{folder} (open_clip local-dir)"
     elif spec in open_clip.list_models():
-        if resolve(pretrained).is_file() if pretrained else False:
-            pretrained = str(resolve(pretrained))  # a local weights file (offline)
+        local = resolve(pretrained) if pretrained else None
+        if local is not None and local.is_file():
+            pretrained = str(local)  # a local weights file (offline)
         elif "/" in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors")):
             raise FileNotFoundError(f"clip_pretrained={pretrained!r} looks like a weights file but is not one; "
                                     f"give open_clip's tag (e.g. openai) with the internet, or the downloaded file")

@@ -257,6 +257,11 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
         if values.get("import_checkpoint") and not resolve(values["import_checkpoint"]).is_file():
             raise SystemExit(f"{name}: import_checkpoint={values['import_checkpoint']!r} does not exist; download the "
                              "official pSp / AGE checkpoint (README, \"Paper datasets on a GPU\")")
+        pretrained = str(values.get("clip_pretrained") or "")
+        if ("/" in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors"))) \
+                and not resolve(pretrained).is_file():
+            raise SystemExit(f"{name}: clip_pretrained={pretrained!r} is not a file; give open_clip's pretrained tag "
+                             "(e.g. openai, downloaded on first use) or the path of the downloaded weights")
         if "inception" in str(values.get("fd_extractors", "")).split(","):
             from tagelib.metrics import INCEPTION_FILE
 

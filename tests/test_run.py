@@ -175,3 +175,12 @@ def test_clip_folder_and_probe_paths_are_checked(tmp_path):
     _, p = plan_params("smoke", f"run_dir={tmp_path}")
     assert p["00_clip"]["clip"] == f"{tmp_path}/clip/glyph32_clip"
     assert p["00_clip"]["attribute_probe"] == f"{tmp_path}/clip/glyph32_attributes"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("05_prompt_semantics.clip_pretrained=checkpoints/no_such_vit.bin", "clip_pretrained='checkpoints/no_such_vit.bin' is not a file"),
+    ("fd_extractors=judge,vgg16,inception", "asks for FID"),
+])
+def test_missing_clip_or_inception_weights_stop_the_batch_before_it_starts(override, message):
+    with pytest.raises(SystemExit, match=message):
+        run.build_plan("paper-synthetic", None, [override])
