@@ -133,7 +133,8 @@ ds = load_dataset(dataset, data_dir)
 lpips_alex, lpips_vgg = load_lpips("alex", device=target), load_lpips("vgg", device=target)
 print("LPIPS backbones:", lpips_alex.backbone_source, "|", lpips_vgg.backbone_source)
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,  # judge: 00_judge
-                               extractors=fd_extractors, inception_dir=inception_dir)
+                               extractors=fd_extractors, inception_dir=inception_dir,
+                               floor_cache=out_dir.parent / "collapse_floor.json")
 
 # %% [markdown]
 # ## Build or load E and G

@@ -198,7 +198,8 @@ print(json.dumps(metrics["transfer"], indent=1))
 
 # %%
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,
-                               extractors=fd_extractors, inception_dir=inception_dir)
+                               extractors=fd_extractors, inception_dir=inception_dir,
+                               floor_cache=out_dir.parent / "collapse_floor.json")
 protocols = {k: evaluation.lofgan_protocol(ds, k, eval_generated, eval_real, seed) for k in (1, 3)}
 runs = [(alpha, 1), (alpha, 3)] + [(float(a), 1) for a in alpha_sweep.split(",") if float(a) != alpha]
 evals = {f"AGE α={a:g}, k={k}": evaluation.evaluate(generators.age(model, age_model, gaussian, a, invert), protocols[k], ruler,

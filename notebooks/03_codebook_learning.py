@@ -180,7 +180,8 @@ print(json.dumps({k: metrics[k] for k in ("transfer", "usage", "perplexity")}, i
 
 # %%
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,
-                               extractors=fd_extractors, inception_dir=inception_dir)
+                               extractors=fd_extractors, inception_dir=inception_dir,
+                               floor_cache=out_dir.parent / "collapse_floor.json")
 protocol = evaluation.lofgan_protocol(ds, 3, eval_generated, eval_real, seed)
 methods = {"NN matching, k=3": generators.nn_matching(model, codebook, S, invert),
            f"k-nearest sampling ({knn_k}), k=3": generators.knn_sampling(model, codebook, S, knn_k, knn_temperature, invert)}

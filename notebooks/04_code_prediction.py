@@ -192,7 +192,8 @@ print(json.dumps(codes_table, indent=1))
 
 # %%
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,
-                               extractors=fd_extractors, inception_dir=inception_dir)
+                               extractors=fd_extractors, inception_dir=inception_dir,
+                               floor_cache=out_dir.parent / "collapse_floor.json")
 tage_name = f"TAGE w/o PSM (CPM edits {resample} of {len(S)} layers, T={temperature:g})"
 methods = {f"{tage_name}, k={k}": (generators.tage(model, cpm, S, temperature, top_k, decode_steps, invert, decode_order,
                                                    resample=resample), k) for k in (1, 3)}

@@ -162,7 +162,8 @@ print("training wall time (s):", json.dumps(train_seconds))
 
 # %%
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,
-                               extractors=fd_extractors, inception_dir=inception_dir)
+                               extractors=fd_extractors, inception_dir=inception_dir,
+                               floor_cache=out_dir.parent / "collapse_floor.json")
 prompt_emb = embed_texts(clip_model, tokenizer, kit.texts)  # (P, E), the prompts' CLIP text embeddings
 prompt_protocol = evaluation.lofgan_protocol(ds, 3, prompt_samples, eval_real, seed)
 

@@ -21,8 +21,11 @@ is the difference of their query accuracies, reported as mean ± 95 % CI (1.96 s
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -345,20 +348,46 @@ def seen_calibration_sets(ds: GlyphDataset, n_categories: int = 24, n_fonts: int
             for c in cats for covered in [train[ds.coverage[train, c]]]]
 
 
+def cached_collapse_floor(lpips_vgg: nn.Module, sets: Sequence[torch.Tensor], quantile: float, size: int,
+                          cache: str | Path | None = None) -> float:
+    """`calibrate_collapse_floor`, remembered in the JSON file `cache` under a key of the calibration images' sha256,
+    the size, the quantile and the LPIPS backbone: the notebooks of one run pay for it once. An unreadable cache is
+    recomputed and rewritten."""
+    from tagelib.atomic import write_text_atomic
+    from tagelib.metrics import calibrate_collapse_floor
+
+    if cache is None:
+        return calibrate_collapse_floor(lpips_vgg, sets, quantile=quantile, size=size)
+    digest = hashlib.sha256()
+    for images in sets:
+        digest.update(images.float().contiguous().numpy().tobytes())
+    key = f"{digest.hexdigest()[:20]} size={size} q={quantile} {getattr(lpips_vgg, 'backbone_source', '')}"
+    path = Path(cache)
+    try:
+        table = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        table = {}
+    if key not in table:
+        table[key] = calibrate_collapse_floor(lpips_vgg, sets, quantile=quantile, size=size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(table, indent=1))
+    return float(table[key])
+
+
 def glyph_ruler(ds: GlyphDataset, judge_path: str, lpips_vgg: nn.Module, seed: int = 0, collapse_quantile: float = 0.01,
-                extractors: Sequence[str] | str = ("judge", "vgg16"), inception_dir: str | None = None) -> Ruler:
+                extractors: Sequence[str] | str = ("judge", "vgg16"), inception_dir: str | None = None,
+                floor_cache: str | Path | None = None) -> Ruler:
     """The ruler of notebooks 01–05: the judge from `judge_path` (made by 00_judge), FD extractors (a sequence or a
     comma-separated string; `inception` = FID, needs clean-fid's file in `inception_dir`), LPIPS-vgg and a collapse
     floor at the `collapse_quantile` of LPIPS between distinct real images of seen classes. The judge and the
-    extractors run on LPIPS-vgg's device."""
+    extractors run on LPIPS-vgg's device; `floor_cache` (a JSON file) keeps the floor for the run's other notebooks."""
     from tagelib.judge import load_judge
-    from tagelib.metrics import calibrate_collapse_floor
     from tagelib.paths import resolve
 
     names = [e.strip() for e in extractors.split(",")] if isinstance(extractors, str) else list(extractors)
     if not names or names[0] != "judge":
         raise ValueError(f"the FD extractors must start with 'judge' (FD-domain), got {names}")
     judge = load_judge(resolve(judge_path), categories=ds.categories).to(next(lpips_vgg.parameters()).device)
-    floor = calibrate_collapse_floor(lpips_vgg, seen_calibration_sets(ds, seed=seed), quantile=collapse_quantile,
-                                     size=ds.size)
+    floor = cached_collapse_floor(lpips_vgg, seen_calibration_sets(ds, seed=seed), collapse_quantile, ds.size,
+                                  floor_cache)
     return Ruler.build(judge, lpips_vgg, ds, floor, extractors=names, inception_dir=inception_dir or None)

@@ -103,3 +103,23 @@ def test_shipped_judge_fits_the_budget_and_matches_the_judge_profile(judge):
     train = judge.training_info["train"]
     assert (train["steps"], train["seed"]) == (params["judge_steps"], params["seed"])
     assert len(judge.training_info["history"]["loss"]) == params["judge_steps"]
+
+
+def test_collapse_floor_is_computed_once_per_run_and_keyed_by_its_inputs(tmp_path, monkeypatch):
+    from tagelib import metrics
+    from tagelib.evaluation import cached_collapse_floor
+    from tagelib.perceptual import load_lpips
+
+    vgg = load_lpips("vgg")
+    g = torch.Generator().manual_seed(0)
+    sets = [torch.rand(4, 1, 32, 32, generator=g) * 2 - 1 for _ in range(2)]
+    cache = tmp_path / "collapse_floor.json"
+    first = cached_collapse_floor(vgg, sets, 0.1, 32, cache)
+    assert first == metrics.calibrate_collapse_floor(vgg, sets, quantile=0.1)
+    monkeypatch.setattr(metrics, "calibrate_collapse_floor", lambda *a, **k: pytest.fail("recomputed a cached floor"))
+    assert cached_collapse_floor(vgg, sets, 0.1, 32, cache) == first
+    monkeypatch.undo()
+    other = cached_collapse_floor(vgg, [s.flip(-1) for s in sets], 0.1, 32, cache)  # other images: another key
+    assert len(__import__("json").loads(cache.read_text())) == 2 and other != first
+    cache.write_text("{not json")  # an unreadable cache is recomputed, not trusted
+    assert cached_collapse_floor(vgg, sets, 0.1, 32, cache) == first
