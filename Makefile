@@ -9,10 +9,10 @@ STAMP  := $(VENV)/.installed-stamp
 help:
 	@echo "Targets (typical durations on 2 CPU cores, no GPU):"
 	@echo "  make setup      create/update .venv from the pinned requirements     first time 3-5 min, then instant"
-	@echo "  make test       setup + unit tests + nbval (smoke) + paper rehearsal  ~16 min (+ setup)"
+	@echo "  make test       setup + unit tests + nbval (smoke) + paper rehearsal  ~17 min (+ setup)"
 	@echo "  make unit       unit tests, fault injection included, DDP (gloo, 2 procs) ~2.5 min"
 	@echo "  make nbval      every notebook under the smoke profile, via nbval     ~5 min"
-	@echo "  make rehearsal  paper code path on a drawn LoFGAN-format file (paper-synthetic) ~7.5 min"
+	@echo "  make rehearsal  paper code path on a drawn LoFGAN-format file (paper-synthetic) ~8 min"
 	@echo "  make smoke      the papermill batch, smoke profile -> results/smoke/  ~2.5 min"
 	@echo "  make reproduce  papermill batch (tiny) -> results/tiny/, papers_figures/ ~82 min quiet (122 min measured, shared cores)"
 	@echo "  make pretrain   retrain the shipped data/latent/glyph32 (notebook 01)  ~49 min"

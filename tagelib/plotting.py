@@ -111,8 +111,11 @@ def verdict_figure(results: dict, category_names: list[str], n_show: int = 8):
     names = list(results)
     first = results[names[0]]
     rows = first.images.shape[0]
-    fig = plt.figure(figsize=(max(4.0, 0.32 * n_show + 0.6) * len(names), 0.33 * rows + 2.4))
-    grid = fig.add_gridspec(2, len(names), height_ratios=[0.33 * rows, 1.7], hspace=0.12)
+    longest = 2 * max(len(n) for n in category_names) + 1  # a misreading's label, "a→b"
+    label_in = 0.07 * longest if longest > 3 else 0.0  # long class names (photographs) need room left of each strip
+    fig = plt.figure(figsize=((max(4.0, 0.32 * n_show + 0.6) + label_in) * len(names), 0.33 * rows + 2.4))
+    grid = fig.add_gridspec(2, len(names), height_ratios=[0.33 * rows, 1.7], hspace=0.12,
+                            wspace=0.2 if longest <= 3 else 0.6 + 0.02 * longest)
     for j, name in enumerate(names):
         ev = results[name]
         labels = [category_names[int(c)] for c in ev.intended[:, 0]]
