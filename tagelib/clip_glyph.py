@@ -148,14 +148,18 @@ class GlyphClipConfig:
 PREPROCESS_CFG = {"mode": "RGB", "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic", "resize_mode": "squash"}
 
 
-def register_config(cfg: GlyphClipConfig) -> str:
-    """Register `cfg` with `open_clip.add_model_config` under a name derived from its sizes; returns the name."""
-    name = "glyph-clip-" + "-".join(str(v) for v in asdict(cfg).values())
+def add_open_clip_config(name: str, model_cfg: dict) -> str:
+    """Register an open_clip model config (once per process) so `open_clip.create_model(name)` builds it."""
     if name not in open_clip.list_models():
-        folder = Path(tempfile.mkdtemp(prefix="glyph_clip_cfg_"))
-        (folder / f"{name}.json").write_text(json.dumps(cfg.model_cfg()))
+        folder = Path(tempfile.mkdtemp(prefix="open_clip_cfg_"))
+        (folder / f"{name}.json").write_text(json.dumps(model_cfg))
         open_clip.add_model_config(folder)
     return name
+
+
+def register_config(cfg: GlyphClipConfig) -> str:
+    """Register `cfg` with open_clip under a name derived from its sizes; returns the name."""
+    return add_open_clip_config("glyph-clip-" + "-".join(str(v) for v in asdict(cfg).values()), cfg.model_cfg())
 
 
 def create_clip(cfg: GlyphClipConfig, seed: int = 0) -> tuple[torch.nn.Module, open_clip.SimpleTokenizer]:

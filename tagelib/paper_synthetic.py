@@ -85,16 +85,9 @@ REHEARSAL_CLIP_CFG = {"embed_dim": 32,
 
 def register_rehearsal_clip() -> str:
     """Register the rehearsal's CLIP config with open_clip (once per process); returns its name."""
-    import json
-    import tempfile
+    from tagelib.clip_glyph import add_open_clip_config
 
-    import open_clip
-
-    if REHEARSAL_CLIP not in open_clip.list_models():
-        folder = Path(tempfile.mkdtemp(prefix="tage_rehearsal_clip_"))
-        (folder / f"{REHEARSAL_CLIP}.json").write_text(json.dumps(REHEARSAL_CLIP_CFG))
-        open_clip.add_model_config(folder)
-    return REHEARSAL_CLIP
+    return add_open_clip_config(REHEARSAL_CLIP, REHEARSAL_CLIP_CFG)
 
 
 def write_inputs(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:

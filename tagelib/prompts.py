@@ -29,6 +29,11 @@ from tagelib.paper_synthetic import REHEARSAL_CLIP, register_rehearsal_clip
 from tagelib.paths import resolve
 
 
+def names_a_weights_file(pretrained: str) -> bool:
+    """Is `clip_pretrained` meant as a file (a path, or a weights suffix) rather than one of open_clip's tags?"""
+    return "/" in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors"))
+
+
 def is_open_clip_name(spec: str) -> bool:
     """Is `spec` an open_clip model name (ViT-B-32, the rehearsal's) rather than a local-dir folder?"""
     import open_clip
@@ -50,7 +55,7 @@ def load_clip_model(spec: str, pretrained: str = "", device: torch.device | str 
         local = resolve(pretrained) if pretrained else None
         if local is not None and local.is_file():
             pretrained = str(local)  # a local weights file (offline)
-        elif "/" in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors")):
+        elif names_a_weights_file(pretrained):
             raise FileNotFoundError(f"clip_pretrained={pretrained!r} looks like a weights file but is not one; "
                                     f"give open_clip's tag (e.g. openai) with the internet, or the downloaded file")
         logging.disable(logging.WARNING)  # open_clip warns when no weights are asked for: the rehearsal's case

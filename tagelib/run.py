@@ -214,6 +214,12 @@ def _open_clip_name(spec: str) -> bool:
     return is_open_clip_name(spec)
 
 
+def _names_a_weights_file(pretrained: str) -> bool:
+    from tagelib.prompts import names_a_weights_file
+
+    return names_a_weights_file(pretrained)
+
+
 def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict], effective: dict[str, dict],
                  modified: bool) -> None:
     """Written paths: never shipped data unless an unmodified batch of the profile that makes it; read paths:
@@ -258,8 +264,7 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
             raise SystemExit(f"{name}: import_checkpoint={values['import_checkpoint']!r} does not exist; download the "
                              "official pSp / AGE checkpoint (README, \"Paper datasets on a GPU\")")
         pretrained = str(values.get("clip_pretrained") or "")
-        if ("/" in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors"))) \
-                and not resolve(pretrained).is_file():
+        if pretrained and _names_a_weights_file(pretrained) and not resolve(pretrained).is_file():
             raise SystemExit(f"{name}: clip_pretrained={pretrained!r} is not a file; give open_clip's pretrained tag "
                              "(e.g. openai, downloaded on first use) or the path of the downloaded weights")
         if "inception" in str(values.get("fd_extractors", "")).split(","):
