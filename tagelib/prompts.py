@@ -76,7 +76,9 @@ def encode_images(model, images: Tensor) -> Tensor:
     """(N, C, S, S) in [-1, 1] -> (N, E) unit-norm CLIP embeddings, on the images' device; differentiable.
 
     Grayscale is repeated to RGB; images are resized (bilinear) to the model's input size and normalised with its
-    mean and std. The glyph CLIP (mean = std = 0.5 at the images' own size) reads them as they are."""
+    mean and std. The glyph CLIP (mean = std = 0.5 at the images' own size) reads them as they are. Not merged into
+    `clip_glyph.encode_images`: a glyph CLIP freshly built for training (`create_clip`) reports open_clip's default
+    mean and std, though it is trained on images as they are."""
     visual = model.visual
     size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
     mean, std = getattr(visual, "image_mean", None) or (0.5,) * 3, getattr(visual, "image_std", None) or (0.5,) * 3

@@ -55,9 +55,14 @@ def data_fingerprint(data_dir: str) -> str:
     return f"{data_dir} (image folders)" if path.is_dir() else f"{data_dir} (missing)"
 
 
+def is_rehearsal(data_dir: str) -> bool:
+    """Is `data_dir` the paper-synthetic rehearsal's drawn file (numbers measured on it mean nothing)?"""
+    return resolve(data_dir).name == REHEARSAL_DATA
+
+
 def write_table(path: str | Path, text: str, data_dir: str) -> None:
     """Write a markdown table atomically; on the rehearsal's data its first line says the numbers mean nothing."""
-    banner = f"> {REHEARSAL_NOTE}\n\n" if resolve(data_dir).name == REHEARSAL_DATA else ""
+    banner = f"> {REHEARSAL_NOTE}\n\n" if is_rehearsal(data_dir) else ""
     write_text_atomic(path, banner + text)
 
 
@@ -68,7 +73,7 @@ def provenance(data_dir: str, seed: int, ruler) -> dict:
             "data": data_fingerprint(data_dir), "extractors": [e.fd_name for e in ruler.extractors],
             "homoglyphs": ["/".join(g) for g in ruler.judge.homoglyphs], "collapse_floor": ruler.collapse_floor, "seed": seed,
             "commit": git_commit(), "machine": machine()}
-    if resolve(data_dir).name == REHEARSAL_DATA:
+    if is_rehearsal(data_dir):
         prov["note"] = REHEARSAL_NOTE
     return prov
 

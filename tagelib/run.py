@@ -208,16 +208,11 @@ def _protected(path: Path) -> bool:
     return _inside(REPO_ROOT, path) or any(_inside(path, d) for d in [*SOURCE_DIRS, PUBLISHED_FIGURES])
 
 
-def _open_clip_name(spec: str) -> bool:
-    from tagelib.prompts import is_open_clip_name  # imports torch and open_clip: only when a notebook reads a CLIP
+def _prompts():
+    """tagelib.prompts, imported only when a notebook reads a CLIP (it imports torch and open_clip)."""
+    from tagelib import prompts
 
-    return is_open_clip_name(spec)
-
-
-def _names_a_weights_file(pretrained: str) -> bool:
-    from tagelib.prompts import names_a_weights_file
-
-    return names_a_weights_file(pretrained)
+    return prompts
 
 
 def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict], effective: dict[str, dict],
@@ -243,7 +238,7 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
                 _check_readable_checkpoint(name, values, target, made_here)
             elif key == "attribute_probe" and not values[key]:
                 continue  # photographs: no probe (tagelib.prompts)
-            elif key == "clip" and _open_clip_name(values[key]):
+            elif key == "clip" and _prompts().is_open_clip_name(values[key]):
                 continue  # a model by open_clip name (ViT-B-32); its weights: clip_pretrained
             elif not any(_same_artefact(target, m) for m in made_here) and not _artefact_file(key, target).is_file():
                 raise SystemExit(f"{name}: {key}={values[key]!r} does not exist ({_artefact_file(key, target)}); it is made "
@@ -264,7 +259,7 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
             raise SystemExit(f"{name}: import_checkpoint={values['import_checkpoint']!r} does not exist; download the "
                              "official pSp / AGE checkpoint (README, \"Paper datasets on a GPU\")")
         pretrained = str(values.get("clip_pretrained") or "")
-        if pretrained and _names_a_weights_file(pretrained) and not resolve(pretrained).is_file():
+        if pretrained and _prompts().names_a_weights_file(pretrained) and not resolve(pretrained).is_file():
             raise SystemExit(f"{name}: clip_pretrained={pretrained!r} is not a file; give open_clip's pretrained tag "
                              "(e.g. openai, downloaded on first use) or the path of the downloaded weights")
         if "inception" in str(values.get("fd_extractors", "")).split(","):
