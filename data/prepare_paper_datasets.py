@@ -4,8 +4,10 @@
     python data/prepare_paper_datasets.py animal datasets/animal_128.npy      # check a LoFGAN file
     python data/prepare_paper_datasets.py folders datasets/animal_faces       # check AGE's train/ + valid/ layout
 
-A check reads the `.npy` header and a few images (memory-mapped), compares the shape with LoFGAN's protocol,
-hashes the file and prints what the `paper` profiles will see. Exit status 1 when the file does not fit.
+A check reads the `.npy` header, compares the size it promises with the file's (a truncated download), its shape
+and dtype with LoFGAN's protocol (no pickled arrays), samples a few images (memory-mapped: no NaN, not constant),
+hashes the file and prints what the `paper` profiles will see. A folder check decodes every image. Each problem is
+printed as "<path>: <reason>"; exit status 1 when anything does not fit.
 No download happens here: the files sit behind links that change, and this repository never fetches at run time.
 """
 
@@ -16,11 +18,10 @@ import hashlib
 import sys
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tagelib.paper_data import LOFGAN, check_lofgan_array, load_image_folders  # noqa: E402
+from tagelib.paper_data import LOFGAN, load_image_folders, open_lofgan, read_image, sample_images  # noqa: E402
 
 WHERE = """The paper's datasets (few-shot image generation, LoFGAN protocol):
 
@@ -41,6 +42,7 @@ No hashes are published for any of these files: a check prints the SHA-256 so th
 
 
 def sha256(path: Path, chunk: int = 1 << 24) -> str:
+    """The SHA-256 of the file at `path` (hex), read in chunks with a progress bar."""
     digest = hashlib.sha256()
     with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc="sha256") as bar:
         while block := f.read(chunk):
@@ -50,32 +52,32 @@ def sha256(path: Path, chunk: int = 1 << 24) -> str:
 
 
 def check_lofgan_file(dataset: str, path: Path) -> list[str]:
-    """Problems found in a LoFGAN file (empty: fits the protocol). Prints what it measured."""
+    """Problems found in a LoFGAN file (empty: fits the protocol), each "<path>: <reason>". Prints what it measured.
+
+    The header, size, dtype and sampled images are checked by the loader's own `open_lofgan` before anything is
+    memory-mapped or hashed: a truncated download, a pickled array or an HTML page is reported, not raised."""
     spec = LOFGAN[dataset]
-    if not path.exists():
-        return [f"{path} does not exist"]
-    data = np.load(path, mmap_mode="r")
-    print(f"{path}: shape {data.shape}, dtype {data.dtype}, {path.stat().st_size / 2**30:.2f} GiB")
+    if not path.is_file():
+        return [f"{path}: no such file"]
     try:
-        check_lofgan_array(data, spec, path)
+        data = open_lofgan(path, spec)
     except ValueError as exc:
         return [str(exc)]
+    print(f"{path}: shape {data.shape}, dtype {data.dtype}, {path.stat().st_size / 2**30:.2f} GiB")
     problems = []
     if path.name != spec.file:
-        problems.append(f"file name {path.name!r}; LoFGAN calls it {spec.file!r} (renamed? wrong dataset?)")
-    sample = np.asarray(data[:: max(1, len(data) // 8), 0])  # one image of every ~8th class
-    lo, hi = float(sample.min()), float(sample.max())
-    if np.issubdtype(data.dtype, np.floating) and not (lo >= 0 and hi <= 1.0 + 1e-6):
-        problems.append(f"float images span [{lo:.3g}, {hi:.3g}], expected [0, 1]")
-    if hi - lo < 1e-3:
-        problems.append("the sampled images are constant (an empty or zero-filled file?)")
+        problems.append(f"{path}: file name {path.name!r}; LoFGAN calls it {spec.file!r} (renamed? wrong dataset?)")
+    sample = sample_images(data)
     print(f"seen classes {spec.seen}, unseen {data.shape[0] - spec.seen}; shot pool: first {spec.shot_pool} images, "
-          f"evaluation pool: the other {data.shape[1] - spec.shot_pool}; sampled values in [{lo:.3g}, {hi:.3g}]")
+          f"evaluation pool: the other {data.shape[1] - spec.shot_pool}; sampled values in "
+          f"[{float(sample.min()):.3g}, {float(sample.max()):.3g}]")
     print(f"sha256 {sha256(path)} (no published hash to compare with; record it)")
     return problems
 
 
 def check_folders(root: Path) -> list[str]:
+    """Problems found in AGE's folder layout (empty: fits the protocol): the layout the loader checks, then every
+    image decoded (`read_image`, as the loader reads them), each file that does not decode listed with why."""
     try:
         ds = load_image_folders(root)
     except (FileNotFoundError, ValueError) as exc:
@@ -83,10 +85,22 @@ def check_folders(root: Path) -> list[str]:
     counts = ds.coverage.sum(0)
     print(f"{root}: {len(ds.seen)} seen classes (train/), {len(ds.unseen)} unseen (valid/), "
           f"{int(counts.sum())} images, {counts.min()}-{counts.max()} per class")
-    return []
+    return undecodable_images([f for files in ds.images.files for f in files])
+
+
+def undecodable_images(files: list[Path]) -> list[str]:
+    """Each of `files` that does not decode, as "<path>: <reason>", with a progress bar (every image is read)."""
+    problems = []
+    for f in tqdm(files, desc="decode", unit="img"):
+        try:
+            read_image(f)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print where the datasets are (no argument) or check one; 0 when it fits the protocol, 1 when not."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", nargs="?", choices=[*LOFGAN, "folders"], help="dataset to check")
     parser.add_argument("path", nargs="?", type=Path, help="the .npy file, or the folder holding train/ and valid/")

@@ -53,12 +53,13 @@ from tagelib.clip_glyph import (ATTRIBUTE_PROMPTS, ClipTrainConfig, GlyphClipCon
                                 embed_images, encode_text, full_caption, load_clip, prompt_auc, random_caption,
                                 retrieval, save_clip, train_clip)
 from tagelib.glyphs.dataset import GlyphDataset
-from tagelib.paths import checkpoint_file, output_dirs, resolve
+from tagelib.paths import checkpoint_file, resolve
+from tagelib.write_guard import output_dirs, output_path
 from tagelib.plotting import image_grid, save_figure, smooth
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
-figures_dir: str = "papers_figures"  # tables and figures for the paper folder
+figures_dir: str = "{run_dir}/papers_figures"  # tables and figures (papers_figures/: only the unmodified `make reproduce`)
 data_dir: str = "data/glyphs"  # the glyph artefact
 clip: str = "data/clip/glyph32_clip"  # CLIP model folder (open_clip local-dir) to load, or to write when training
 attribute_probe: str = "data/clip/glyph32_attributes"  # attribute probe checkpoint to load, or to write
@@ -124,7 +125,7 @@ print("attribute prompts:", list(ATTRIBUTE_PROMPTS.values()))
 # %%
 if clip_steps < 0 or probe_steps < 0:
     raise ValueError("clip_steps and probe_steps: use 0 to load, or a positive number of steps to train")
-clip_dir = resolve(clip)
+clip_dir = output_path("clip", clip, run_dir) if clip_steps > 0 else resolve(clip)  # written: by the write rule
 if clip_steps > 0:
     if clip_dir.exists() and not overwrite:
         raise FileExistsError(f"{clip} exists; set overwrite=True to retrain over it, or choose another path")
@@ -212,7 +213,7 @@ plt.show()
 # balanced accuracy (mean of the recalls of both classes; "–" where a class is absent) is the number to read.
 
 # %%
-probe_path = resolve(attribute_probe)
+probe_path = output_path("attribute_probe", attribute_probe, run_dir) if probe_steps > 0 else resolve(attribute_probe)
 train_labels = attribute_labels([ds.styles[i] for i in train_styles])  # (S_train, A)
 if probe_steps > 0:
     if checkpoint_file(probe_path).exists() and not overwrite:

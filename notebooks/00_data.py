@@ -42,12 +42,13 @@ from tagelib.atomic import write_text_atomic
 from tagelib.config import check_choice
 from tagelib.glyphs import summary
 from tagelib.glyphs.dataset import SPLITS, GlyphDataset
-from tagelib.paths import output_dirs, resolve
+from tagelib.paths import resolve
+from tagelib.write_guard import output_dirs
 from tagelib.plotting import image_grid, save_figure
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
-figures_dir: str = "papers_figures"  # tables and figures for the paper folder
+figures_dir: str = "{run_dir}/papers_figures"  # tables and figures (papers_figures/: only the unmodified `make reproduce`)
 data_dir: str = "data/glyphs"  # the shipped glyph artefact
 image_size: int = 32  # 32 (shipped) or 64 (rebuild with --size 64)
 seed: int = 0  # drives which styles appear in the grids

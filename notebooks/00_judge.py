@@ -48,12 +48,13 @@ from tagelib.distributed import pick_device
 from tagelib.paper_data import load_dataset
 from tagelib.judge import (GlyphJudge, JudgeConfig, JudgeTrainConfig, homoglyph_groups, judge_split, load_judge,
                            real_accuracy, save_judge, train_judge)
-from tagelib.paths import checkpoint_file, output_dirs, resolve
+from tagelib.paths import checkpoint_file, resolve
+from tagelib.write_guard import output_dirs, output_path
 from tagelib.plotting import confusion_strip, image_grid, save_figure, smooth
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
-figures_dir: str = "papers_figures"  # tables and figures for the paper folder
+figures_dir: str = "{run_dir}/papers_figures"  # tables and figures (papers_figures/: only the unmodified `make reproduce`)
 dataset: str = "glyphs"  # glyphs, or a paper dataset: animal, flower, vggface, synthetic (LoFGAN .npy), folders (AGE)
 data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper dataset's .npy file / folder
 judge: str = "data/judge/glyph32_judge"  # judge checkpoint to load, or to write when training
@@ -94,7 +95,8 @@ for name, (s, c) in parts.items():
 if judge_steps < 0:
     raise ValueError(f"judge_steps={judge_steps}: use 0 to load `judge`, or a positive number of steps to train")
 if judge_steps > 0:
-    if checkpoint_file(resolve(judge)).exists() and not overwrite:
+    judge_path = output_path("judge", judge, run_dir)  # a written path, checked by the write rule
+    if checkpoint_file(judge_path).exists() and not overwrite:
         raise FileExistsError(f"{judge} exists; set overwrite=True to retrain over it, or choose another path")
     s, c = parts["train"]
     if train_max_styles:
@@ -107,7 +109,7 @@ if judge_steps > 0:
     train_cfg = JudgeTrainConfig(steps=judge_steps, batch_size=judge_batch, lr=judge_lr, seed=seed)
     history = train_judge(model, ds.view(s, c), c, train_cfg, to_tensor=ds.to_tensor)
     model.cpu()
-    save_judge(resolve(judge), model, {"train": train_cfg.__dict__, "val_fraction": val_fraction,
+    save_judge(judge_path, model, {"train": train_cfg.__dict__, "val_fraction": val_fraction,
                                        "train_glyphs": int(len(s)), "train_seconds": history["seconds"][-1],
                                        "history": history})
 model = load_judge(resolve(judge), categories=ds.categories).to(target)

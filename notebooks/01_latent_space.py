@@ -71,7 +71,8 @@ from tagelib.latent import LatentSpace, glyph_latent_config, paper_latent_config
 from tagelib.latent_ablation import ablation_table, run_ablation
 from tagelib.latent_ablation import seen_residuals as seen_residuals_of
 from tagelib.latent_train import LatentTrainConfig, train_latent_space, training_sampler
-from tagelib.paths import checkpoint_file, output_dirs, resolve
+from tagelib.paths import checkpoint_file, resolve
+from tagelib.write_guard import output_dirs, output_path
 from tagelib.perceptual import load_lpips, lpips_distance
 from tagelib.factorize import residuals
 from tagelib.plotting import image_grid, save_figure, smooth, verdict_figure, verdict_grid
@@ -79,7 +80,7 @@ from tagelib.stylegan2 import Discriminator, DiscriminatorConfig
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
-figures_dir: str = "papers_figures"  # tables and figures for the paper folder
+figures_dir: str = "{run_dir}/papers_figures"  # tables and figures (papers_figures/: only the unmodified `make reproduce`)
 dataset: str = "glyphs"  # glyphs, or a paper dataset: animal, flower, vggface, synthetic (LoFGAN .npy), folders (AGE)
 data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper dataset's .npy file / folder
 checkpoint: str = "data/latent/glyph32"  # latent space to load, or to write when training or importing
@@ -150,13 +151,15 @@ if train_steps < 0:
 if import_checkpoint:  # the paper profiles: official weights, never trained here
     if train_steps:
         raise ValueError(f"import_checkpoint={import_checkpoint!r} and train_steps={train_steps}: choose one")
-    if checkpoint_file(resolve(checkpoint)).exists() and not overwrite:
+    checkpoint_path = output_path("checkpoint", checkpoint, run_dir)  # a written path, checked by the write rule
+    if checkpoint_file(checkpoint_path).exists() and not overwrite:
         raise FileExistsError(f"{checkpoint} exists; set overwrite=True to import over it, or choose another path")
     model = LatentSpace.from_foreign(resolve(import_checkpoint), paper_latent_config(architecture))
-    model.save(resolve(checkpoint), model.training_info)
+    model.save(checkpoint_path, model.training_info)
     model = LatentSpace.load(resolve(checkpoint))
 elif train_steps > 0:
-    if checkpoint_file(resolve(checkpoint)).exists() and not overwrite:
+    checkpoint_path = output_path("checkpoint", checkpoint, run_dir)  # a written path, checked by the write rule
+    if checkpoint_file(checkpoint_path).exists() and not overwrite:
         raise FileExistsError(f"{checkpoint} exists; set overwrite=True to retrain over it, or choose another path")
     model = LatentSpace(glyph_latent_config(style_dim, gen_widths, enc_units, enc_widths))
     sampler = training_sampler(ds, train_max_styles, seed)  # seen categories x training families only
@@ -168,7 +171,7 @@ elif train_steps > 0:
                                  perceptual=lambda a, b: lpips_distance(lpips_alex, a, b), discriminator=disc)
     training_info = {"train": train_cfg.__dict__, "train_styles": len(sampler.styles),
                      "train_seconds": history["seconds"][-1], "history": history}
-    model.save(resolve(checkpoint), training_info)
+    model.save(checkpoint_path, training_info)
     model = LatentSpace.load(resolve(checkpoint))
 else:
     model = LatentSpace.load(resolve(checkpoint))
@@ -422,7 +425,7 @@ heldout["E→G reconstruction"] = targets["E alone"]["E→G, held-out families"]
 rows = [report.table_row(name, ev.metrics, gain if name == gain_row else None, uses_shots=uses_shots(name),
                          heldout=heldout.get(name)) for name, ev in evals.items()]
 report.save_rows(out_dir, rows, report.provenance(data_dir, seed, ruler))
-print(report.write_baseline_table(run_dir, figures_dir))
+print(report.write_baseline_table(run_dir, fig_dir))
 results["heldout_recognition"] = heldout
 
 # %% [markdown]

@@ -43,7 +43,7 @@ from tagelib.stages import StageRunner
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
-figures_dir: str = "papers_figures"  # tables and figures for the paper folder
+figures_dir: str = "{run_dir}/papers_figures"  # tables and figures (papers_figures/: only the unmodified `make reproduce`)
 dataset: str = "glyphs"  # glyphs, or a paper dataset: animal, flower, vggface, synthetic (LoFGAN .npy), folders (AGE)
 data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper dataset's .npy file / folder
 checkpoint: str = "data/latent/glyph32"  # the frozen latent space from notebook 01
@@ -223,7 +223,7 @@ print("judge top-1 with shots from held-out families:", {k: f"{v:.1%}" for k, v 
 rows = [report.table_row(name, ev.metrics, gain if name == main_row else None, heldout=heldout[name])
         for name, ev in evals.items()]
 report.save_rows(out_dir, rows, report.provenance(data_dir, seed, ruler))
-print(report.write_baseline_table(run_dir, figures_dir))
+print(report.write_baseline_table(run_dir, fig_dir))
 metrics["evaluation"] = {name: {k: v for k, v in ev.metrics.items() if k != "per_category"} for name, ev in evals.items()}
 metrics["few_shot_gain"] = gain
 write_text_atomic(out_dir / "metrics.json", json.dumps({**metrics, "layer_choice": layer_choice, "heldout_recognition": heldout,

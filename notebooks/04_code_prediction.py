@@ -53,7 +53,7 @@ import torch
 from tagelib import age as age_lib
 from tagelib import cpm as cpm_lib, evaluation, fewshot, generators, report
 from tagelib.atomic import write_text_atomic
-from tagelib.checkpoints import load_module, save_module
+from tagelib.checkpoints import save_module
 from tagelib.cpm_train import CPMTrainConfig, code_statistics, load_codebook, seen_code_data
 from tagelib.factorize import class_embeddings, compose
 from tagelib.paths import require
@@ -62,7 +62,7 @@ from tagelib.stages import StageRunner
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
-figures_dir: str = "papers_figures"  # tables and figures for the paper folder
+figures_dir: str = "{run_dir}/papers_figures"  # tables and figures (papers_figures/: only the unmodified `make reproduce`)
 dataset: str = "glyphs"  # glyphs, or a paper dataset: animal, flower, vggface, synthetic (LoFGAN .npy), folders (AGE)
 data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper dataset's .npy file / folder
 checkpoint: str = "data/latent/glyph32"  # the frozen latent space from notebook 01
@@ -226,9 +226,7 @@ plt.show()
 
 # %%
 sweep_protocol = evaluation.lofgan_protocol(ds, 3, sweep_generated, eval_real, seed)
-age_state, age_info = load_module(require(f"{age_checkpoint}.safetensors", "notebook 02_attribute_factorization"))
-age_model = age_lib.AGE(age_lib.AGEConfig.from_dict(age_info["age"]))
-age_model.load_state_dict(age_state)
+age_model, _ = age_lib.load_age(require(f"{age_checkpoint}.safetensors", "notebook 02_attribute_factorization"))
 gaussian = age_lib.fit_coefficient_gaussian(age_model, w, class_embeddings(w, data.labels)[data.labels])
 curves = {f"TAGE (temperature; {resample} layers)": [
               (float(t), generators.tage(model, cpm, S, float(t), top_k, decode_steps, invert, decode_order, resample=resample))
@@ -287,7 +285,7 @@ prov = report.provenance(data_dir, seed, ruler)
 rows = [report.table_row(name, evals[name].metrics, gains.get(name), heldout=heldout[name]) for name in methods
         if not name.startswith(("NN matching", "k-nearest"))]  # notebook 03 owns those rows
 report.save_rows(out_dir, rows, prov)
-print(report.write_baseline_table(run_dir, figures_dir))
+print(report.write_baseline_table(run_dir, fig_dir))
 metrics = {"cpm_parameters": n_params, "cpm_train_seconds": cpm_seconds, "codes": codes_table, "throughput": throughput,
            "evaluation": {n: {k: v for k, v in ev.metrics.items() if k != "per_category"} for n, ev in evals.items()},
            "decoding": {n: {k: m[k] for k in ("preservation", "lpips_diversity", "collapse_rate", "FD-domain")}

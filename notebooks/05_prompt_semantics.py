@@ -60,7 +60,7 @@ from tagelib.plotting import save_figure, smooth, verdict_grid
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
-figures_dir: str = "papers_figures"  # tables and figures for the paper folder
+figures_dir: str = "{run_dir}/papers_figures"  # tables and figures (papers_figures/: only the unmodified `make reproduce`)
 dataset: str = "glyphs"  # glyphs, or a paper dataset: animal, flower, vggface, synthetic (LoFGAN .npy), folders (AGE)
 data_dir: str = "data/glyphs"  # the glyph artefact's folder, or the paper dataset's .npy file / folder
 checkpoint: str = "data/latent/glyph32"  # the frozen latent space from notebook 01
@@ -273,7 +273,7 @@ gains = {main: evaluation.few_shot_gain(methods[main][0], ds, episodes=episodes,
 heldout = {name: evaluation.heldout_recognition(fn, ds, ruler, k, seed=seed) for name, (fn, k) in methods.items()}
 rows = [report.table_row(name, ev.metrics, gains.get(name), heldout=heldout[name]) for name, ev in evals.items()]
 report.save_rows(out_dir, rows, report.provenance(data_dir, seed, ruler))
-print(report.write_baseline_table(run_dir, figures_dir))
+print(report.write_baseline_table(run_dir, fig_dir))
 write_text_atomic(out_dir / "metrics.json", json.dumps({
     "train_seconds": train_seconds, "guidance": guidance_table, "prompt_table": {f"{n} | {p}": r for (n, p), r in table.items()}, "summary": summary,
     "judge_cpm_no_psm": base_judge, "evaluation": {n: {k: v for k, v in ev.metrics.items() if k != "per_category"}

@@ -17,6 +17,7 @@ D = style_dim, S = edit_layers, G = number of groups, K = dict_size, C = categor
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
@@ -25,9 +26,11 @@ from einops import einsum, repeat
 from torch import Tensor, nn
 from tqdm.auto import trange
 
+from tagelib.checkpoint_io import build_stored_config, load_checked, load_module
 from tagelib.config import build_config, check_choice
 from tagelib.distributed import SINGLE, Distributed
 from tagelib.factorize import compose, residuals, validate_layers
+from tagelib.paths import checkpoint_file
 
 
 @dataclass
@@ -126,6 +129,20 @@ class AGE(nn.Module):
         n = self.coefficients(a)
         delta = self.directions(n)
         return {"w": compose(class_emb_per_sample, delta, S, base=w), "n": n, "delta": delta, "residual": a}
+
+
+MADE_BY = "notebooks/02_attribute_factorization.ipynb"
+
+
+def load_age(stem: str | Path) -> tuple[AGE, dict]:
+    """The AGE model of notebook 02 (`<stem>.safetensors`, saved as ``save_module(stem, age, {"age": cfg.to_dict(),
+    ...})``) in eval mode, and its stored info. Every error names the file: missing, corrupted, an invalid stored
+    config (checked before the model is built), or other weights."""
+    path = checkpoint_file(stem)
+    state, info = load_module(path, hint=f"it is made by {MADE_BY}")
+    model = AGE(build_stored_config(path, AGEConfig, info, "AGE", key="age"))
+    load_checked(model, state, name="AGE", source=path)
+    return model.eval(), info
 
 
 # ----------------------------------------------------------------------------- losses (pure)

@@ -29,9 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import trange
 
-from tagelib.checkpoint_io import CheckpointMismatchError, load_checked, load_module, save_module
+from tagelib.checkpoint_io import (CheckpointMismatchError, build_stored_config, load_checked, load_module, save_module,
+                                   stored_config_errors)
 from tagelib.config import build_config
 from tagelib.glyphs.style import CONDENSED_BELOW, EXTENDED_ABOVE, STROKE_BY_WEIGHT
+from tagelib.paths import checkpoint_file
 
 MADE_BY = "notebooks/00_clip.ipynb (probe_steps > 0), or `make clip` for the shipped data/clip/glyph32_attributes"
 ATTRIBUTES = ("bold", "light", "italic", "serif", "sans-serif", "monospace", "condensed", "wide")  # = ATTRIBUTE_PROMPTS
@@ -161,11 +163,18 @@ def save_probe(stem: str | Path, probe: AttributeProbe, extra_config: dict | Non
 
 
 def load_probe(stem: str | Path) -> AttributeProbe:
-    """Load a probe in eval mode, frozen; `.training_info` holds the rest of its stored config."""
-    state, config = load_module(stem, hint=f"it is made by {MADE_BY}")
+    """Load a probe in eval mode, frozen; `.training_info` holds the rest of its stored config.
+
+    Every error names the file: missing, corrupted, not a probe, an invalid stored config, or other weights."""
+    path = checkpoint_file(stem)
+    state, config = load_module(path, hint=f"it is made by {MADE_BY}")
     if not isinstance(config, dict) or config.get("attributes") != list(ATTRIBUTES):
-        raise CheckpointMismatchError(f"{stem}: not an attribute probe for {ATTRIBUTES}; probes are made by {MADE_BY}")
-    probe = AttributeProbe(ProbeConfig.from_dict(config["probe"]))
-    load_checked(probe, state, name="the attribute probe", source=stem)
+        raise CheckpointMismatchError(f"{path}: not an attribute probe for {ATTRIBUTES}; probes are made by {MADE_BY}")
+    cfg = build_stored_config(path, ProbeConfig, config, "attribute-probe", key="probe")
+    with stored_config_errors(path, "attribute-probe"):
+        if cfg.num_attributes != len(ATTRIBUTES):
+            raise ValueError(f"num_attributes={cfg.num_attributes}, but it names {len(ATTRIBUTES)} attributes")
+    probe = AttributeProbe(cfg)
+    load_checked(probe, state, name="the attribute probe", source=path)
     probe.training_info = {k: v for k, v in config.items() if k not in ("probe", "attributes")}
     return probe.eval().requires_grad_(False)

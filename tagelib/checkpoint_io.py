@@ -15,12 +15,16 @@ weights. Every error names the file. The earlier two-file format (``tagelib-chec
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import reprlib
+import types
+import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping, TypeVar
 
 import torch
 from safetensors.torch import load as load_safetensors_bytes
@@ -28,12 +32,15 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor, nn
 
 from tagelib.atomic import write_bytes_atomic
+from tagelib.config import build_config
 from tagelib.paths import checkpoint_file
 
 FORMAT = "tagelib-checkpoint-v2"
 LEGACY_FORMAT = "tagelib-checkpoint-v1"
 _SEP = "/"  # group separator inside safetensors keys; never appears in torch state-dict keys
 _MAX_HEADER = 100 * 2**20  # safetensors' own limit is 100 MB
+_MAX_REASON = 400  # characters of the reason in an invalid-config message
+T = TypeVar("T")
 
 
 class CheckpointError(ValueError):
@@ -142,11 +149,30 @@ def save_module(path_stem: str | os.PathLike, module_or_state_dicts: nn.Module |
     groups_text = json.dumps(groups)
     meta = {"format": FORMAT, "config": config_text, "groups": groups_text,
             "sha256": content_hash(tensors, config_text, groups_text)}
+    _check_replaceable(path)
     write_bytes_atomic(path, save_safetensors_bytes(tensors, metadata=meta))
     legacy = path.with_suffix(".json")
     if legacy.is_file() and _legacy_meta(legacy, quiet=True) is not None:
         legacy.unlink()
     return path
+
+
+def _check_replaceable(path: Path) -> None:
+    """An existing file at a checkpoint's path is replaced only when its header says it is one of ours (even one whose
+    tensors are corrupted); anything else (another program's safetensors, a text file) is never overwritten."""
+    if not path.exists() and not path.is_symlink():
+        return
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        raw = head + (f.read(n) if 0 <= n <= _MAX_HEADER else b"")
+    try:
+        fmt = (_read_header(path, raw).get("__metadata__") or {}).get("format")
+    except CheckpointCorruptError:
+        fmt = None
+    if path.is_symlink() or fmt not in (FORMAT, LEGACY_FORMAT):
+        raise CheckpointError(f"{path} exists and is not a tagelib checkpoint (format={fmt!r}); refusing to overwrite "
+                              "it — choose another path, or remove it yourself if it is yours to lose")
 
 
 # ----------------------------------------------------------------------------- load
@@ -277,3 +303,130 @@ def load_state_into(module: nn.Module, path_stem: str | os.PathLike, group: str 
         state = state[group]
     load_checked(module, state, name=group or "module", source=path)
     return config
+
+
+# ----------------------------------------------------------------------------- stored configs
+
+
+@contextlib.contextmanager
+def stored_config_errors(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Turn a TypeError, KeyError, ValueError or AttributeError raised inside into CheckpointMismatchError
+    ``"<path>: invalid <what> config (<type>: <reason>)"``, short and without the traceback of internals.
+
+    The one place loaders of our checkpoints turn a bad stored config into an error that names the file;
+    `build_stored_config` and `stored_value` use it, and a loader may wrap its own consistency checks in it.
+    """
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        reason = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) adds quotes
+        reason = str(reason)
+        if len(reason) > _MAX_REASON:
+            reason = reason[:_MAX_REASON - 3] + "..."
+        raise CheckpointMismatchError(f"{path}: invalid {what} config ({type(e).__name__}: {reason})") from None
+
+
+def build_stored_config(path: str | os.PathLike, cls: type[T], values: Any, what: str, key: str | None = None) -> T:
+    """Dataclass `cls` built from a checkpoint's stored config, or CheckpointMismatchError naming `path`.
+
+    values: the stored fields of `cls` (a dict); with `key`, the whole stored config, whose `key` section holds them.
+    Every field must be stored (`save_module` stores ``asdict``), each of its annotated type as JSON stores it (an int
+    field takes an int, not "16" or true; a tuple field a list; a nested dataclass a dict of its fields); then `cls` is
+    built with `tagelib.config.build_config` (unknown keys) and its own `__post_init__` checks (sizes, choices).
+    Call it before any module is built from the config. what: names the config in the message, e.g. "judge".
+    """
+    with stored_config_errors(path, what):
+        if key is not None:
+            values = _section(values, key)
+        if not isinstance(values, Mapping):
+            raise TypeError(f"expected a dict of {cls.__name__} fields, got {_describe(values)}")
+        _check_fields(cls, values, "")
+        return build_config(cls, values)
+
+
+_REQUIRED = object()
+
+
+def stored_value(path: str | os.PathLike, config: Any, key: str, annotation: Any, what: str,
+                 default: Any = _REQUIRED) -> Any:
+    """`config[key]` of a checkpoint's stored config, checked to be of type `annotation` (e.g. ``list[str]``, as JSON
+    stores it); `default` when the key is absent (required without one). Else CheckpointMismatchError naming `path`."""
+    with stored_config_errors(path, what):
+        if isinstance(config, Mapping) and key not in config and default is not _REQUIRED:
+            return default
+        value = _section(config, key)
+        _check_type(value, annotation, key)
+        return value
+
+
+def _section(config: Any, key: str) -> Any:
+    """config[key], with a TypeError when config is not a dict and a KeyError naming the keys it has."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"the stored config is {_describe(config)}, not a dict")
+    if key not in config:
+        raise KeyError(f"no {key!r} entry (it has {reprlib.repr(sorted(config))})")
+    return config[key]
+
+
+def _describe(value: Any) -> str:
+    """A value's type and a short repr, e.g. ``str '16'``."""
+    return f"{type(value).__name__} {reprlib.repr(value)}"
+
+
+def _type_name(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
+def _check_fields(cls: type, values: Mapping, prefix: str) -> None:
+    """TypeError for the first stored field of dataclass `cls` whose value does not fit its annotation; KeyError
+    when fields are missing (a stored config holds every field: `save_module` stores ``asdict``, so an absent one
+    means a damaged or foreign config, not a default to fill in)."""
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    for f in fields:
+        if f.name in values:
+            _check_type(values[f.name], hints.get(f.name, Any), prefix + f.name)
+    missing = [prefix + f.name for f in fields if f.name not in values]
+    if missing:
+        raise KeyError(f"missing field(s) {missing} of {cls.__name__}")
+
+
+def _check_type(value: Any, annotation: Any, name: str) -> None:
+    """TypeError unless `value`, as JSON stores it, fits `annotation`. Checked: bool, int (not bool), float (int or
+    float), str, None, unions, tuple / list (a JSON list; elements too), dict, nested dataclasses (a dict of their
+    fields). Other annotations are left to the dataclass's own checks."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arm in args:
+            try:
+                return _check_type(value, arm, name)
+            except TypeError:
+                pass
+        raise TypeError(f"{name} must be {_type_name(annotation)}, got {_describe(value)}")
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        if isinstance(value, annotation):
+            return
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{name} must be a dict of {annotation.__name__} fields, got {_describe(value)}")
+        return _check_fields(annotation, value, name + ".")
+    base = origin or annotation
+    if base in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{name} must be a list ({_type_name(annotation)}), got {_describe(value)}")
+        if base is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
+            raise TypeError(f"{name} must have {len(args)} entries ({_type_name(annotation)}), got {_describe(value)}")
+        element_types = [args[0]] * len(value) if len(args) == 1 or args[-1:] == (Ellipsis,) else list(args)
+        for i, (item, item_type) in enumerate(zip(value, element_types)):
+            _check_type(item, item_type, f"{name}[{i}]")
+        return
+    if base is dict:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{name} must be a dict, got {_describe(value)}")
+        return
+    scalar = {bool: (bool,), int: (int,), float: (int, float), str: (str,), type(None): (type(None),)}.get(base)
+    if scalar is None:
+        return  # Any, Literal, other classes: the dataclass's own checks
+    if not isinstance(value, scalar) or (base is not bool and isinstance(value, bool)):
+        raise TypeError(f"{name} must be {_type_name(base).replace('NoneType', 'None')}, got {_describe(value)}")

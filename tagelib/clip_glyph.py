@@ -21,9 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import secrets
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +34,7 @@ from safetensors.torch import save
 from torch import Tensor
 from tqdm.auto import trange
 
+from tagelib import folder_artefact
 from tagelib.atomic import write_bytes_atomic, write_text_atomic
 from tagelib.config import build_config
 from tagelib.glyphs.style import WEIGHT_WORDS
@@ -151,9 +149,10 @@ PREPROCESS_CFG = {"mode": "RGB", "mean": [0.5] * 3, "std": [0.5] * 3, "interpola
 def add_open_clip_config(name: str, model_cfg: dict) -> str:
     """Register an open_clip model config (once per process) so `open_clip.create_model(name)` builds it."""
     if name not in open_clip.list_models():
-        folder = Path(tempfile.mkdtemp(prefix="open_clip_cfg_"))
-        (folder / f"{name}.json").write_text(json.dumps(model_cfg))
-        open_clip.add_model_config(folder)
+        with tempfile.TemporaryDirectory(prefix="open_clip_cfg_") as folder:  # read at once by open_clip, then removed
+            path = Path(folder) / f"{name}.json"
+            path.write_text(json.dumps(model_cfg))
+            open_clip.add_model_config(path)
     return name
 
 
@@ -312,40 +311,37 @@ def prompt_auc(image_emb: Tensor, prompt_emb: Tensor, labels: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- local-dir format
 
 
+CLIP_KIND = "glyph CLIP (open_clip local-dir)"  # the kind named in the folder's manifest (tagelib.folder_artefact)
+CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors")
+
+
 def save_clip(folder: str | Path, model, cfg: GlyphClipConfig, info: dict | None = None, overwrite: bool = False) -> Path:
     """Write open_clip's local-dir format (open_clip_config.json with model_cfg, preprocess_cfg and our `info`;
-    open_clip_model.safetensors) into a temporary folder beside `folder`, then rename it into place; refuses an
-    existing `folder` unless `overwrite`."""
-    folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise FileExistsError(f"{folder} exists; pass overwrite=True to replace it")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    old = folder.parent / f".{folder.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        tmp.mkdir()
-        config = {"model_cfg": cfg.model_cfg(), "preprocess_cfg": {**PREPROCESS_CFG, "size": cfg.image_size},
-                  "glyph_clip": asdict(cfg), "training": info or {}}
-        write_text_atomic(tmp / "open_clip_config.json", json.dumps(config, indent=1))  # fsync'ed, usual permissions
-        write_bytes_atomic(tmp / "open_clip_model.safetensors",
-                           save({k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}))
-        if folder.exists():
-            folder.rename(old)  # replacing: the old folder steps aside for the one rename that publishes the new
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return folder
+    open_clip_model.safetensors) and a manifest of their hashes into a new folder beside `folder`, then rename it
+    into place. An existing `folder` is replaced only with `overwrite`, and only when its manifest says it is a CLIP
+    folder holding nothing else (`tagelib.folder_artefact.publish`)."""
+    config = {"model_cfg": cfg.model_cfg(), "preprocess_cfg": {**PREPROCESS_CFG, "size": cfg.image_size},
+              "glyph_clip": asdict(cfg), "training": info or {}}
+    weights = save({k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()})
+
+    def fill(tmp: Path) -> None:
+        write_text_atomic(tmp / CLIP_FILES[0], json.dumps(config, indent=1))  # fsync'ed, usual permissions
+        write_bytes_atomic(tmp / CLIP_FILES[1], weights)
+
+    return folder_artefact.publish(folder, CLIP_KIND, fill, overwrite=overwrite)
 
 
 def load_clip(folder: str | Path) -> tuple[torch.nn.Module, open_clip.SimpleTokenizer]:
-    """Model (eval mode, frozen; `.training_info` from the json) and tokenizer, through open_clip's local-dir loader."""
+    """Model (eval mode, frozen; `.training_info` from the json) and tokenizer, through open_clip's local-dir loader,
+    after checking every file against the folder's manifest (a corrupted or missing weights file is an error, never
+    a randomly initialised model)."""
     folder = Path(folder)
-    if not (folder / "open_clip_config.json").is_file():
-        raise FileNotFoundError(f"CLIP model folder not found: {folder} (no open_clip_config.json); it is made by {MADE_BY}")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"CLIP model folder not found: {folder}; it is made by {MADE_BY}")
+    folder_artefact.verify(folder, CLIP_KIND, needed=CLIP_FILES)
     model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{folder}")
     tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
-    model.training_info = json.loads((folder / "open_clip_config.json").read_text()).get("training", {})
+    model.training_info = json.loads((folder / CLIP_FILES[0]).read_text()).get("training", {})
     return model.eval().requires_grad_(False), tokenizer
 
 

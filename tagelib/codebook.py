@@ -38,6 +38,12 @@ class CodebookConfig:
     usage_decay: float = 0.99  # usage_count <- decay * usage_count + hits in this batch
     chunk_size: int = 1024  # queries per distance block (chunk x N floats); see benchmarks/bench_nearest.py
 
+    def __post_init__(self) -> None:
+        if self.num_codes < 1 or self.dim < 1 or self.chunk_size < 1 or self.kmeans_iters < 0:
+            raise ValueError(f"need num_codes, dim, chunk_size >= 1 and kmeans_iters >= 0; got {self}")
+        if self.beta < 0 or self.dead_threshold < 0 or not 0 <= self.usage_decay <= 1:
+            raise ValueError(f"need beta, dead_threshold >= 0 and usage_decay in [0, 1]; got {self}")
+
 
 # ----------------------------------------------------------------------------- nearest codes
 

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import trange
 
 from tagelib import clm, fewshot
-from tagelib.checkpoints import load_module
+from tagelib.checkpoint_io import CheckpointMismatchError, build_stored_config, load_checked, load_module, stored_value
 from tagelib.codebook import Codebook, CodebookConfig
 from tagelib.config import build_config, check_choice
 from tagelib.cpm import CodePredictor, CPMConfig, cpm_loss, random_mask, sample
@@ -176,21 +176,32 @@ def train_cpm(cpm: CodePredictor, data: CPMData, cfg: CPMTrainConfig, prompts: P
 
 
 def load_codebook(stem: str, layers: list[int]) -> Codebook:
-    """The CLM codebook of notebook 03 (`<stem>.safetensors`), checked to quantize the same edited layers."""
-    state, info = load_module(require(f"{stem}.safetensors", "notebook 03_codebook_learning"))
-    codebook = Codebook(CodebookConfig(**info["codebook"]))
-    codebook.load_state_dict(state)
-    if list(info["edit_layers"]) != list(layers):
-        raise ValueError(f"the codebook was trained on layers {info['edit_layers']}, this notebook edits {layers}: "
-                         f"set edit_layers={','.join(map(str, info['edit_layers']))} or retrain notebook 03")
+    """The CLM codebook of notebook 03 (`<stem>.safetensors`), checked to quantize the same edited layers.
+
+    Every error names the file: missing, corrupted, an invalid stored config, other layers, or other weights."""
+    path = require(f"{stem}.safetensors", "notebook 03_codebook_learning")
+    state, info = load_module(path)
+    cfg = build_stored_config(path, CodebookConfig, info, "codebook", key="codebook")
+    trained_on = stored_value(path, info, "edit_layers", list[int], "codebook")
+    if list(trained_on) != list(layers):
+        raise CheckpointMismatchError(
+            f"{path}: the codebook was trained on layers {trained_on}, this notebook edits {layers}: "
+            f"set edit_layers={','.join(map(str, trained_on))} or retrain notebook 03")
+    codebook = Codebook(cfg)
+    load_checked(codebook, state, name="the codebook", source=path)
     return codebook.eval()
 
 
 def load_cpm(stem: str) -> tuple[CodePredictor, dict]:
-    """The CPM of notebook 04 (`<stem>.safetensors`, its codebook inside) in eval mode, and its stored info."""
-    state, info = load_module(require(f"{stem}.safetensors", "notebook 04_code_prediction"))
-    cpm = CodePredictor(CPMConfig(**info["cpm"]), state["codebook"])
-    cpm.load_state_dict(state)
+    """The CPM of notebook 04 (`<stem>.safetensors`, its codebook inside) in eval mode, and its stored info.
+
+    Every error names the file: missing, corrupted, an invalid stored config, or other weights."""
+    path = require(f"{stem}.safetensors", "notebook 04_code_prediction")
+    state, info = load_module(path)
+    cfg = build_stored_config(path, CPMConfig, info, "CPM", key="cpm")
+    # a placeholder codebook of the configured size: the stored one comes with the weights (its shape checked there)
+    cpm = CodePredictor(cfg, torch.zeros(cfg.num_codes, cfg.code_dim))
+    load_checked(cpm, state, name="the CPM", source=path)
     return cpm.eval(), info
 
 

@@ -19,7 +19,8 @@ from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.inversion import ShotInverter
 from tagelib.latent import LatentSpace
 from tagelib.paper_data import load_dataset
-from tagelib.paths import output_dirs, resolve
+from tagelib.paths import resolve
+from tagelib.write_guard import output_dirs
 from tagelib.perceptual import load_lpips, lpips_distance
 
 

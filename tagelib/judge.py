@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import trange
 
-from tagelib.checkpoint_io import CheckpointMismatchError, load_checked, load_module, save_module
+from tagelib.checkpoint_io import (CheckpointMismatchError, build_stored_config, load_checked, load_module, save_module,
+                                   stored_config_errors, stored_value)
 from tagelib.config import build_config
 from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.paths import checkpoint_file
@@ -52,10 +53,12 @@ class JudgeConfig:
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
-        if self.num_classes < 2 or self.embed_dim < 1 or not self.widths or min(self.widths) < 1:
+        if self.num_classes < 2 or not self.widths or min(self.embed_dim, self.in_channels, *self.widths) < 1:
             raise ValueError(f"invalid judge config: {self}")
-        if self.image_size % 2 ** len(self.widths):
-            raise ValueError(f"image_size {self.image_size} must be divisible by 2**{len(self.widths)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.image_size < 2 ** len(self.widths) or self.image_size % 2 ** len(self.widths):
+            raise ValueError(f"image_size {self.image_size} must be a positive multiple of 2**{len(self.widths)}")
 
     @classmethod
     def from_dict(cls, values) -> "JudgeConfig":
@@ -299,15 +302,24 @@ def save_judge(stem: str | Path, judge: GlyphJudge, extra_config: dict | None = 
 
 
 def load_judge(stem: str | Path, categories: list[str] | None = None) -> GlyphJudge:
-    """Load a judge in eval mode, frozen; with `categories`, check it names the same characters in the same order."""
+    """Load a judge in eval mode, frozen; with `categories`, check it names the same characters in the same order.
+
+    Every error names the file: missing, corrupted, not a judge, an invalid stored config, or other weights."""
     path = checkpoint_file(stem)
     state, config = load_module(path, hint=f"it is made by {MADE_BY}")
-    if not isinstance(config, dict) or not isinstance(config.get("judge"), dict):
-        raise CheckpointMismatchError(f"{path}: not a judge checkpoint (no 'judge' config); judges are made by {MADE_BY}")
-    judge = GlyphJudge(JudgeConfig.from_dict(config["judge"]))
+    if not isinstance(config, dict) or "judge" not in config:
+        raise CheckpointMismatchError(f"{path}: not a judge checkpoint (no 'judge' config); judges are made by "
+                                      f"{MADE_BY}")
+    cfg = build_stored_config(path, JudgeConfig, config, "judge", key="judge")
+    names = stored_value(path, config, "categories", list[str], "judge", default=[])
+    homoglyphs = stored_value(path, config, "homoglyphs", list[list[str]], "judge", default=[])
+    with stored_config_errors(path, "judge"):
+        if names and len(names) != cfg.num_classes:
+            raise ValueError(f"{len(names)} category names for {cfg.num_classes} classes")
+    judge = GlyphJudge(cfg)
     load_checked(judge, state, name="the judge", source=path)
-    judge.categories = list(config.get("categories", []))
-    judge.homoglyphs = [list(g) for g in config.get("homoglyphs", [])]
+    judge.categories = list(names)
+    judge.homoglyphs = [list(g) for g in homoglyphs]
     if categories is not None and judge.categories != list(categories):
         raise CheckpointMismatchError(f"{path}: the judge was trained on other categories than this dataset's "
                                       f"({len(judge.categories)} vs {len(categories)}); retrain it ({MADE_BY})")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tagelib.checkpoint_io import CheckpointMismatchError, load_checked, load_module, save_module
+from tagelib.checkpoint_io import CheckpointMismatchError, build_stored_config, load_checked, load_module, save_module
 from tagelib.checkpoints import import_foreign_checkpoint
 from tagelib.paths import checkpoint_file
 from tagelib.psp import EncoderConfig, GradualStyleEncoder
@@ -157,19 +157,17 @@ class LatentSpace(nn.Module):
     @classmethod
     def load(cls, stem: str | Path, frozen: bool = True) -> "LatentSpace":
         """Load our checkpoint. Every error names the file: missing (and the notebook that makes it),
-        corrupted (`CheckpointCorruptError`), or another architecture (`CheckpointMismatchError`)."""
+        corrupted (`CheckpointCorruptError`), an invalid stored config (checked before the networks are built) or
+        another architecture (`CheckpointMismatchError`)."""
         path = checkpoint_file(stem)
         state, config = load_module(path, hint=f"it is made by {MADE_BY}")
-        missing = [k for k in ("generator", "encoder") if not isinstance(config, dict) or not isinstance(config.get(k), dict)]
+        missing = [k for k in ("generator", "encoder") if not isinstance(config, dict) or k not in config]
         if missing:
             keys = sorted(config) if isinstance(config, dict) else type(config).__name__
             raise CheckpointMismatchError(f"{path}: not a latent-space checkpoint: its config has no {missing} "
                                           f"section(s) (it has {keys}); latent spaces are made by {MADE_BY}")
-        try:
-            cfg = LatentSpaceConfig(dict(config["generator"]), dict(config["encoder"]))
-        except (TypeError, ValueError) as e:
-            raise CheckpointMismatchError(f"{path}: invalid latent-space config: {e}") from None
-        model = cls(cfg)
+        sections = {k: config[k] for k in ("generator", "encoder")}
+        model = cls(build_stored_config(path, LatentSpaceConfig, sections, "latent-space"))
         load_checked(model, state, name="the latent space", source=path)
         model.training_info = {k: v for k, v in config.items() if k not in ("generator", "encoder")}
         return model.freeze() if frozen else model

@@ -18,13 +18,15 @@ of every training set (a 10 % smaller training set than LoFGAN's), unseen classe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.lib.format as npy_format
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.paths import resolve
@@ -112,7 +114,8 @@ def load_lofgan(path: str | Path, dataset: str, size: int | None = None, seen: i
     """A LoFGAN `.npy` file (classes, images, H, W, 3), memory-mapped: images are read when indexed.
 
     `dataset` names the protocol (animal, flower, vggface: seen classes and shot pool from LoFGAN; `seen` and
-    `shot_pool` override it, e.g. for the paper-synthetic rehearsal); `size` resizes (default: the file's)."""
+    `shot_pool` override it, e.g. for the paper-synthetic rehearsal); `size` resizes (default: the file's).
+    The file is checked first (`open_lofgan`): a bad one is refused here, naming it, not mid-run."""
     if dataset not in LOFGAN:
         raise ValueError(f"unknown LoFGAN dataset {dataset!r}; valid: {sorted(LOFGAN)}")
     spec = LOFGAN[dataset]
@@ -120,8 +123,7 @@ def load_lofgan(path: str | Path, dataset: str, size: int | None = None, seen: i
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: download LoFGAN's `{spec.file}` and check it with "
                                 f"`python data/prepare_paper_datasets.py {dataset} {path}`")
-    data = np.load(path, mmap_mode="r")
-    check_lofgan_array(data, spec if seen is None else None, path)
+    data = open_lofgan(path, spec if seen is None else None)
     n_classes, per_class = data.shape[:2]
     names = [f"{dataset}_{c:04d}" for c in range(n_classes)]
     split = lofgan_split(n_classes, per_class, spec.seen if seen is None else seen,
@@ -131,18 +133,121 @@ def load_lofgan(path: str | Path, dataset: str, size: int | None = None, seen: i
                              spec.subject)
 
 
-def check_lofgan_array(data: np.ndarray, spec: LofganSpec | None, path: Path) -> None:
+def open_lofgan(path: Path, spec: LofganSpec | None) -> np.memmap:
+    """The LoFGAN file at `path`, memory-mapped once its header, size, layout (`spec`: LoFGAN's class counts, None
+    to skip them) and sampled images pass; otherwise ValueError "<path>: <reason>". Nothing is unpickled."""
+    header = read_npy_header(path)
+    check_lofgan_layout(header.shape, header.dtype, spec, path)
+    data = np.load(path, mmap_mode="r", allow_pickle=False)
+    problems = image_content_problems(sample_images(data))
+    if problems:
+        raise ValueError(f"{path}: {'; '.join(problems)}")
+    return data
+
+
+@dataclass(frozen=True)
+class NpyHeader:
+    """What a `.npy` header promises: the array's shape and dtype."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def read_npy_header(path: Path) -> NpyHeader:
+    """The `.npy` header of `path`, read without touching the data, once the file is known to hold what the
+    header promises: ValueError "<path>: <reason>" for a file that is not a `.npy`, an object (pickled) array, or
+    a size that differs from header + shape x itemsize (a truncated download, a lying header)."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(16)
+            f.seek(0)
+            try:
+                version = npy_format.read_magic(f)
+            except ValueError:
+                raise ValueError(f"{path}: {not_npy_reason(start)}") from None
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"{path}: .npy format version {version[0]}.{version[1]} not supported (1.0, 2.0)")
+            read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            try:
+                shape, _, dtype = read_header(f)
+            except (ValueError, SyntaxError) as exc:
+                raise ValueError(f"{path}: unreadable .npy header ({exc})") from None
+            offset = f.tell()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if dtype.hasobject:
+        raise ValueError(f"{path}: dtype {dtype} holds pickled Python objects; refused (images are uint8 or float)")
+    expected, actual = offset + math.prod(shape) * dtype.itemsize, path.stat().st_size
+    if actual != expected:
+        cause = "truncated (an interrupted download?)" if actual < expected else "longer than its header says"
+        raise ValueError(f"{path}: {cause}: header says shape {shape} {dtype} = {expected:,} bytes, "
+                         f"the file has {actual:,}")
+    return NpyHeader(tuple(shape), dtype)
+
+
+def not_npy_reason(start: bytes) -> str:
+    """Why a file starting with bytes `start` is no `.npy` file, naming what it looks like."""
+    if not start:
+        return "empty file (0 bytes), not a .npy file"
+    if start.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        return "an HTML page, not a .npy file (a download link's web page?)"
+    return f"not a .npy file (it starts with {start[:12]!r})"
+
+
+def check_lofgan_layout(shape: tuple[int, ...], dtype: np.dtype, spec: LofganSpec | None, path: Path) -> None:
     """Refuse arrays that are not (classes, images, H, H, 3) uint8 / float, or that contradict LoFGAN's `spec`."""
-    if data.ndim != 5 or data.shape[-1] != 3 or data.shape[2] != data.shape[3]:
-        raise ValueError(f"{path}: shape {data.shape} is not LoFGAN's (classes, images, H, H, 3)")
-    if not (data.dtype == np.uint8 or np.issubdtype(data.dtype, np.floating)):
-        raise ValueError(f"{path}: dtype {data.dtype}; LoFGAN files hold uint8 (or float in [0, 1])")
+    if len(shape) != 5 or shape[-1] != 3 or shape[2] != shape[3] or 0 in shape:
+        raise ValueError(f"{path}: shape {shape} is not LoFGAN's (classes, images, H, H, 3)")
+    if not (dtype == np.uint8 or np.issubdtype(dtype, np.floating)):
+        raise ValueError(f"{path}: dtype {dtype}; LoFGAN files hold uint8 (or float in [0, 1])")
     if spec is not None:
-        if data.shape[0] != spec.classes:
-            raise ValueError(f"{path}: {data.shape[0]} classes, LoFGAN's {spec.file} has {spec.classes}")
-        if spec.images_per_class is not None and data.shape[1] != spec.images_per_class:
-            raise ValueError(f"{path}: {data.shape[1]} images per class, LoFGAN's {spec.file} has "
+        if shape[0] != spec.classes:
+            raise ValueError(f"{path}: {shape[0]} classes, LoFGAN's {spec.file} has {spec.classes}")
+        if spec.images_per_class is not None and shape[1] != spec.images_per_class:
+            raise ValueError(f"{path}: {shape[1]} images per class, LoFGAN's {spec.file} has "
                              f"{spec.images_per_class}")
+
+
+def sample_images(data: np.ndarray) -> np.ndarray:
+    """A few images of a (classes, images, H, W, 3) array, read from disk: the first and last of every ~8th class."""
+    return np.asarray(data[:: max(1, len(data) // 8)][:, [0, -1]])
+
+
+def image_content_problems(sample: np.ndarray) -> list[str]:
+    """Why sampled images are not images (empty: they are): NaN or infinite values, floats outside [0, 1], or one
+    constant value (an empty or zero-filled file)."""
+    if np.issubdtype(sample.dtype, np.floating):
+        bad = ~np.isfinite(sample)
+        if bad.any():
+            return [f"the sampled images hold NaN or infinite values ({bad.mean():.0%} of the sampled values)"]
+    lo, hi = float(sample.min()), float(sample.max())
+    problems = []
+    if np.issubdtype(sample.dtype, np.floating) and not (lo >= 0 and hi <= 1.0 + 1e-6):
+        problems.append(f"float images span [{lo:.3g}, {hi:.3g}], expected [0, 1]")
+    if hi - lo < 1e-3:
+        problems.append(f"the sampled images are constant ({lo:.3g} everywhere: an empty or zero-filled file?)")
+    return problems
+
+
+def read_image(path: Path) -> Image.Image:
+    """The image file at `path`, decoded to RGB; ValueError "<path>: <reason>" when it does not decode."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as exc:  # PIL raises many kinds (OSError, SyntaxError, struct.error, ...) for broken files
+        raise ValueError(f"{path}: {undecodable_reason(path, exc)}") from None
+
+
+def undecodable_reason(path: Path, exc: Exception) -> str:
+    """Why the image file at `path` did not decode, `exc` being what PIL raised."""
+    if isinstance(exc, FileNotFoundError):
+        return "file not found (moved or deleted since the folder was listed?)"
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    if isinstance(exc, UnidentifiedImageError):
+        with open(path, "rb") as f:
+            return f"not an image PIL recognises (it starts with {f.read(12)!r})"
+    return f"does not decode ({type(exc).__name__}: {exc})"
 
 
 class FolderImages:
@@ -160,8 +265,7 @@ class FolderImages:
             s, c = int(slots[at]), int(classes[at])
             if s >= len(self.files[c]):
                 raise IndexError(f"class {c} has {len(self.files[c])} images, slot {s} asked")
-            with Image.open(self.files[c][s]) as im:
-                out[at] = np.asarray(im.convert("RGB").resize((self.size, self.size), Image.BICUBIC))
+            out[at] = np.asarray(read_image(self.files[c][s]).resize((self.size, self.size), Image.BICUBIC))
         return out
 
 

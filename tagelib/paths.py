@@ -35,11 +35,3 @@ def require(path: str | Path, made_by: str) -> Path:
     if not resolved.exists():
         raise FileNotFoundError(f"{resolved} does not exist; it is made by {made_by}. Run that first.")
     return resolved
-
-
-def output_dirs(run_dir: str | Path, figures_dir: str | Path, notebook: str) -> tuple[Path, Path]:
-    """Create and return a notebook's output folder (`<run_dir>/<notebook>`) and the figures folder."""
-    out_dir, fig_dir = resolve(run_dir) / notebook, resolve(figures_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir, fig_dir

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from tagelib.paths import NOTEBOOKS_DIR, PROFILES_DIR
+from tagelib.write_guard import WriteRefused, check_makes
 
 PROFILE_KEYS = {"description", "run_dir", "figures_dir", "makes", "defaults", "notebooks", "skip", "inputs"}
 INPUT_BUILDERS = ("paper-synthetic",)
@@ -71,8 +72,12 @@ def load_profile(name: str) -> dict[str, Any]:
         if not isinstance(values, dict):
             raise SystemExit(f"{path}: notebooks.{nb} must be a mapping of parameter: value, got {values!r}")
     makes = profile.setdefault("makes", [])
-    if not isinstance(makes, list) or not all(isinstance(m, str) and m.startswith("data/") for m in makes):
+    if not isinstance(makes, list):
         raise SystemExit(f"{path}: makes must be a list of paths under data/, got {makes!r}")
+    try:
+        check_makes(makes, str(path))  # resolved paths, not string prefixes: data/../tagelib/x is refused
+    except WriteRefused as e:
+        raise SystemExit(str(e)) from None
     for key in RUN_KEYS:
         if not isinstance(profile[key], str) or not profile[key]:
             raise SystemExit(f"{path}: {key} must be a non-empty path, got {profile[key]!r}")

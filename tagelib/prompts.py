@@ -48,7 +48,7 @@ def load_clip_model(spec: str, pretrained: str = "", device: torch.device | str 
     folder = resolve(spec)
     if spec == REHEARSAL_CLIP:
         register_rehearsal_clip()
-    if (folder / "open_clip_config.json").is_file():
+    if folder.is_dir():  # a glyph CLIP folder, checked against its manifest
         model, tokenizer = clip_glyph.load_clip(folder)
         model.source = f"{folder} (open_clip local-dir)"
     elif spec in open_clip.list_models():
@@ -67,7 +67,7 @@ def load_clip_model(spec: str, pretrained: str = "", device: torch.device | str 
         model.training_info = {}
         model.source = f"open_clip {spec}, " + (f"pretrained {pretrained}" if pretrained else "RANDOM weights")
     else:
-        raise FileNotFoundError(f"clip={spec!r} is neither an open_clip local-dir folder (open_clip_config.json) nor "
+        raise FileNotFoundError(f"clip={spec!r} is neither an open_clip local-dir folder nor "
                                 f"an open_clip model name (e.g. ViT-B-32); the glyph CLIP is made by notebooks/00_clip")
     return model.eval().requires_grad_(False).to(device), tokenizer
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import difflib
 import json
 import os
@@ -29,19 +30,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tagelib import params as P
+from tagelib import write_guard as W
 from tagelib.atomic import write_text_atomic
+from tagelib.folder_artefact import MANIFEST, is_artefact
 from tagelib.paths import DATA_DIR, NOTEBOOKS_DIR, REPO_ROOT, checkpoint_file, resolve
 from tagelib.profiles import RUN_KEYS, available_notebooks, available_profiles, load_profile
+from tagelib.run_lock import HELD_ENV, RunFolderBusy, RunLock
 
-
-PUBLISHED_FIGURES = REPO_ROOT / "papers_figures"
-SOURCE_DIRS = [DATA_DIR, NOTEBOOKS_DIR, REPO_ROOT / "profiles", REPO_ROOT / "tagelib", REPO_ROOT / "tests"]
 # A notebook writes the checkpoint named by the key when it declares the step count of the value and that
 # count is > 0 (notebook 01 trains E and G and saves them to `checkpoint`); otherwise it reads it.
-WRITTEN_WHEN = {"checkpoint": "train_steps", "judge": "judge_steps", "clip": "clip_steps", "attribute_probe": "probe_steps"}
+WRITTEN_WHEN = {k: steps for k, steps in W.WRITTEN_PATHS.items() if steps}
 MADE_BY = {"checkpoint": "01_latent_space (train_steps > 0), or `make pretrain` for data/latent/glyph32",
            "judge": "00_judge (judge_steps > 0), or `make judge` for data/judge/glyph32_judge",
            "clip": "00_clip (clip_steps > 0), or `make clip` for data/clip/glyph32_clip",
@@ -52,9 +53,9 @@ RUN_FOLDER_EXAMPLE = {"checkpoint": "latent/glyph32", "judge": "judge/glyph32_ju
 # Run outputs a notebook reads from an earlier notebook (parameter -> the notebook that writes it into its run folder).
 MADE_IN_RUN = {"age_checkpoint": "02_attribute_factorization", "codebook": "03_codebook_learning",
                "cpm": "04_code_prediction"}
-# Artefacts that are folders, not `<stem>.safetensors`: key -> the file inside that marks a complete one
-# (open_clip's local-dir format; the folder is published by one rename, `tagelib.clip_glyph.save_clip`).
-FOLDER_ARTEFACTS = {"clip": "open_clip_config.json"}
+# Artefacts that are folders, not `<stem>.safetensors`: key -> the kind its manifest names (`tagelib.folder_artefact`;
+# open_clip's local-dir format, published by one rename, `tagelib.clip_glyph.save_clip`).
+FOLDER_ARTEFACTS = {"clip": "glyph CLIP (open_clip local-dir)"}  # = clip_glyph.CLIP_KIND
 
 
 def declared_parameters(notebook: Path) -> dict[str, Any]:
@@ -73,6 +74,10 @@ class Plan:
     figures_dir: str
     notebooks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    publishes: bool = False  # this unmodified batch rewrites the committed papers_figures/
+    makes: list[Path] = field(default_factory=list)  # shipped artefacts this unmodified batch may rewrite
+    lock: RunLock | None = None  # held from the plan's check of run_dir to the end of the batch (`build_plan(lock=...)`)
+    selection: tuple[list[str] | None, list[str]] = (None, [])  # --only and --set as given (the run summary)
 
     @property
     def out_dir(self) -> Path:
@@ -131,16 +136,16 @@ def _with_run_dir(value: Any, run_dir: str) -> Any:
 
 
 def _artefact_file(key: str, target: Path) -> Path:
-    """The file whose presence means the artefact named by `key` exists (`<stem>.safetensors`, or a folder's marker)."""
-    return target / FOLDER_ARTEFACTS[key] if key in FOLDER_ARTEFACTS else checkpoint_file(target)
+    """The file whose presence means the artefact named by `key` exists (`<stem>.safetensors`, or a folder's manifest)."""
+    return target / MANIFEST if key in FOLDER_ARTEFACTS else checkpoint_file(target)
 
 
 def _same_artefact(a: Path, b: Path) -> bool:
-    return checkpoint_file(a).resolve() == checkpoint_file(b).resolve()
+    return W.same_artefact(a, b)
 
 
 def _inside(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
+    return W.inside(path, folder)
 
 
 def notebook_parameters(profile: dict[str, Any], name: str, declared: dict[str, Any],
@@ -180,14 +185,15 @@ def _check_global_keys(profile: dict[str, Any], overrides: dict[str, dict[str, s
 
 
 def _run_folders(profile_name: str, profile: dict[str, Any], overrides: dict[str, dict[str, str]],
-                 modified: bool, notes: list[str]) -> tuple[str, str]:
-    """run_dir and figures_dir of this run; papers_figures/ only for an unmodified publishing batch."""
+                 modified: bool, notes: list[str]) -> tuple[str, str, bool]:
+    """run_dir and figures_dir of this run, checked by the write rule (`tagelib.write_guard`), and whether the batch
+    publishes: papers_figures/ only for an unmodified publishing batch; otherwise figures go under the run folder."""
     run_dir = overrides.get("*", {}).get("run_dir", profile["run_dir"])
     figures_dir = _with_run_dir(overrides.get("*", {}).get("figures_dir", profile["figures_dir"]), run_dir)
     for key, value in (("run_dir", run_dir), ("figures_dir", figures_dir)):
         if not value.strip():
             raise SystemExit(f"--set {key}=: {key} must be a non-empty path")
-    publishing = resolve(figures_dir).resolve() == PUBLISHED_FIGURES.resolve()
+    publishing = resolve(figures_dir).resolve() == W.PUBLISHED_FIGURES.resolve()
     if publishing and modified:
         if "figures_dir" in overrides.get("*", {}):
             raise SystemExit("--set figures_dir=papers_figures: the committed papers_figures/ is rewritten only by "
@@ -196,16 +202,13 @@ def _run_folders(profile_name: str, profile: dict[str, Any], overrides: dict[str
         notes.append(f"--only/--set given: figures and tables go to {figures_dir}, not papers_figures/ "
                      f"(only the unmodified `--profile {profile_name}` batch rewrites papers_figures/)")
         publishing = False
-    for key, value in (("run_dir", run_dir), ("figures_dir", figures_dir)):
-        if not (key == "figures_dir" and publishing) and _protected(resolve(value)):
-            raise SystemExit(f"{key}={value!r} would put run outputs among the repository's sources, shipped data or "
-                             "committed figures; runs write under results/ (or any folder outside the repository)")
-    return run_dir, figures_dir
-
-
-def _protected(path: Path) -> bool:
-    """The repository root (or above it), or a folder inside its sources, data/ or papers_figures/."""
-    return _inside(REPO_ROOT, path) or any(_inside(path, d) for d in [*SOURCE_DIRS, PUBLISHED_FIGURES])
+    try:
+        W.check_run_dir(run_dir)
+        if not publishing:
+            W.check_write("figures_dir", figures_dir, run_dir)
+    except W.WriteRefused as e:
+        raise SystemExit(str(e)) from None
+    return run_dir, figures_dir, publishing
 
 
 def _prompts():
@@ -229,7 +232,7 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
             writes = step_key in declared[name] and (values.get(step_key) or 0) > 0
             writes |= key == "checkpoint" and bool(values.get("import_checkpoint"))  # notebook 01 imports into it
             if writes:
-                _check_shipped_write(plan, profile, name, key, values, target, modified)
+                _check_written(plan, profile, name, key, values, target, modified)
                 if _artefact_file(key, target).exists() and "overwrite" in declared[name] and not values.get("overwrite"):
                     raise SystemExit(f"{name}: {key}={values[key]!r} exists and overwrite is False; "
                                      f"set {name}.overwrite=true to retrain over it, or choose another {key}")
@@ -281,10 +284,20 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
                                  f"build it with `python -m tagelib.glyphs.build --size {values['image_size']}` (data/README.md)")
 
 
-def _check_shipped_write(plan: Plan, profile: dict[str, Any], name: str, key: str, values: dict[str, Any],
-                         target: Path, modified: bool) -> None:
-    """A write under data/ only to an artefact the profile `makes`, and only from an unmodified batch."""
+def _check_written(plan: Plan, profile: dict[str, Any], name: str, key: str, values: dict[str, Any],
+                   target: Path, modified: bool) -> None:
+    """A written artefact obeys the write rule (`tagelib.write_guard`): under the run folder, or under data/ only
+    an artefact the profile `makes`, from an unmodified batch; an existing folder artefact is replaced only when its
+    manifest says it is one of that kind."""
+    if key in FOLDER_ARTEFACTS and (target.exists() or target.is_symlink()) and not is_artefact(target, FOLDER_ARTEFACTS[key]):
+        raise SystemExit(f"{name}: {key}={values[key]!r} exists ({target.resolve()}) and is not a {FOLDER_ARTEFACTS[key]} "
+                         f"artefact folder (no valid {MANIFEST}, or other files in it); training would replace it, so "
+                         f"the batch stops here. Choose a new path, e.g. {key}={plan.run_dir}/{RUN_FOLDER_EXAMPLE[key]}")
     if not _inside(target, DATA_DIR):
+        try:
+            W.check_write(key, values[key], plan.run_dir)
+        except W.WriteRefused as e:
+            raise SystemExit(f"{name}: {e}") from None
         return
     instead = f"--set {name}.{key}={plan.run_dir}/{RUN_FOLDER_EXAMPLE[key]}"
     if not any(_same_artefact(target, resolve(m)) for m in profile["makes"]):
@@ -324,15 +337,20 @@ def _check_readable_checkpoint(name: str, values: dict[str, Any], target: Path, 
     P.check_layers(name, values, n_latent, f"checkpoint {values['checkpoint']}")
 
 
-def build_plan(profile_name: str, only: list[str] | None = None, overrides: list[str] = ()) -> Plan:
-    """Check everything about a batch without running it; any problem is a SystemExit with the reason."""
+def build_plan(profile_name: str, only: list[str] | None = None, overrides: list[str] = (), lock: str = "") -> Plan:
+    """Check everything about a batch without running it; any problem is a SystemExit with the reason.
+
+    lock: when given (the command line, recorded in the lock file), the run folder's lock is taken as soon as run_dir
+    is checked, before anything is written into it (the paper-synthetic inputs), and held in `plan.lock` for the
+    caller to release; a check that fails later releases it.
+    """
     try:
-        return _build_plan(profile_name, only, overrides)
+        return _build_plan(profile_name, only, list(overrides), lock)
     except P.ParameterError as e:
         raise SystemExit(str(e)) from None
 
 
-def _build_plan(profile_name: str, only: list[str] | None, overrides: list[str]) -> Plan:
+def _build_plan(profile_name: str, only: list[str] | None, overrides: list[str], lock: str) -> Plan:
     profile = load_profile(profile_name)
     names = available_notebooks()
     if only:
@@ -344,23 +362,39 @@ def _build_plan(profile_name: str, only: list[str] | None, overrides: list[str])
             raise SystemExit(f"--only {skipped}: profile {profile_name} does not run them (its `skip`)")
         names = [n for n in names if n in only]
     names = [n for n in names if n not in profile["skip"]]
-    parsed = parse_overrides(list(overrides), names)
+    parsed = parse_overrides(overrides, names)
     declared_all = {n: declared_parameters(NOTEBOOKS_DIR / f"{n}.ipynb") for n in available_notebooks()}
     _check_global_keys(profile, parsed, declared_all, names)
     notes: list[str] = []
-    run_dir, figures_dir = _run_folders(profile_name, profile, parsed, bool(only or overrides), notes)
-    plan = Plan(profile_name, run_dir, figures_dir, notes=notes)
-    if profile["inputs"] == "paper-synthetic":  # built first, so that the file checks below find them
-        from tagelib.paper_synthetic import write_inputs
+    run_dir, figures_dir, publishes = _run_folders(profile_name, profile, parsed, bool(only or overrides), notes)
+    try:
+        makes = [] if overrides else W.check_makes(profile["makes"], f"profiles/{profile_name}.yaml")
+    except W.WriteRefused as e:
+        raise SystemExit(str(e)) from None
+    plan = Plan(profile_name, run_dir, figures_dir, notes=notes, publishes=publishes, makes=makes,
+                selection=(only, overrides))
+    if lock:
+        try:
+            plan.lock = RunLock(W.check_run_dir(run_dir), lock).acquire()
+        except RunFolderBusy as e:
+            raise SystemExit(str(e)) from None
+        notes += [plan.lock.note] if plan.lock.note else []
+    try:
+        if profile["inputs"] == "paper-synthetic":  # built first, so that the file checks below find them
+            from tagelib.paper_synthetic import write_inputs
 
-        write_inputs(resolve(plan.run_dir) / "inputs")
-    effective = {}
-    for name in names:
-        params = notebook_parameters(profile, name, declared_all[name], parsed, plan.run_dir, plan.figures_dir)
-        plan.notebooks.append((name, params))
-        effective[name] = {k: _default(spec) for k, spec in declared_all[name].items()} | params
-        P.check_relations(name, effective[name])
-    _check_files(plan, profile, {n: declared_all[n] for n in names}, effective, modified=bool(overrides))
+            write_inputs(W.make_run_folder(plan.run_dir) / "inputs")
+        effective = {}
+        for name in names:
+            params = notebook_parameters(profile, name, declared_all[name], parsed, plan.run_dir, plan.figures_dir)
+            plan.notebooks.append((name, params))
+            effective[name] = {k: _default(spec) for k, spec in declared_all[name].items()} | params
+            P.check_relations(name, effective[name])
+        _check_files(plan, profile, {n: declared_all[n] for n in names}, effective, modified=bool(overrides))
+    except BaseException:
+        if plan.lock is not None:
+            plan.lock.release()
+        raise
     return plan
 
 
@@ -416,26 +450,55 @@ def _execute(name: str, params: dict[str, Any], out_dir: Path, prepare_only: boo
     return final
 
 
+@contextlib.contextmanager
+def _kernel_environment(plan: Plan, command: str) -> Iterator[None]:
+    """What the batch's kernels inherit, restored afterwards: this tree first on their import path (a second
+    checkout's kernels never import another tree's tagelib), the provenance line, and what the write rule allows this
+    batch (`tagelib.write_guard`: the run folder whose lock the runner holds, the artefacts it may make, publishing)."""
+    values = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])),
+              "TAGE_PROFILE": command,  # provenance only (tables say which profile made them); never branched on
+              HELD_ENV: str(W.check_run_dir(plan.run_dir)), W.MAKES_ENV: json.dumps([str(m) for m in plan.makes]),
+              W.PUBLISH_ENV: "1" if plan.publishes else "0"}
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run(profile_name: str, only: list[str] | None = None, prepare_only: bool = False,
         overrides: list[str] = ()) -> Path:
-    """Check the whole batch, then execute (or only parameterise) its notebooks in order.
+    """Check the whole batch, then execute (or only parameterise) its notebooks in order, holding the run folder's
+    lock throughout (a second batch into the same run_dir is refused at once).
 
     Returns the folder of executed notebooks (`<run_dir>/notebooks`), or of the parameterised copies
-    (`<run_dir>/prepared`) with `prepare_only`, which leaves the last executed ones alone. Any problem found before the start stops the batch
-    with a message; a failing notebook stops it after saving its executed copy as NN_name.failed.ipynb.
+    (`<run_dir>/prepared`) with `prepare_only`, which leaves the last executed ones alone. Any problem found before
+    the start stops the batch with a message; a failing notebook stops it after saving its executed copy as
+    NN_name.failed.ipynb.
     """
+    command = " ".join([profile_name, *(["--only", *only] if only else []), *(f"--set {o}" for o in overrides)])
+    plan = build_plan(profile_name, only, overrides, lock=f"tagelib.run --profile {command}")
+    try:
+        with _kernel_environment(plan, command):
+            return _run_plan(plan, prepare_only)
+    finally:
+        plan.lock.release()
+
+
+def _run_plan(plan: Plan, prepare_only: bool) -> Path:
     from tqdm.auto import tqdm
 
-    plan = build_plan(profile_name, only, overrides)
     for note in plan.notes:
         print(note, file=sys.stderr)
     out_dir = plan.prepared_dir if prepare_only else plan.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    # provenance only (tables say which profile made them); notebooks never branch on it
-    os.environ["TAGE_PROFILE"] = " ".join([profile_name, *(["--only", *only] if only else []),
-                                           *(f"--set {o}" for o in overrides)])
     timings = {}
-    bar = tqdm(plan.notebooks, desc=f"profile {profile_name}", unit="notebook", disable=prepare_only)
+    bar = tqdm(plan.notebooks, desc=f"profile {plan.profile}", unit="notebook", disable=prepare_only)
     for name, params in bar:
         bar.set_postfix_str(name)
         start = time.perf_counter()
@@ -444,7 +507,8 @@ def run(profile_name: str, only: list[str] | None = None, prepare_only: bool = F
         if not prepare_only:
             tqdm.write(f"{name}: {timings[name]:.1f} s -> {path}")
     if not prepare_only:
-        summary = {"profile": profile_name, "only": only, "overrides": list(overrides), "run_dir": plan.run_dir,
+        only, overrides = plan.selection
+        summary = {"profile": plan.profile, "only": only, "overrides": overrides, "run_dir": plan.run_dir,
                    "figures_dir": plan.figures_dir, "seconds": timings, "total_seconds": round(sum(timings.values()), 2),
                    "parameters": dict(plan.notebooks)}
         names = [n for n, _ in plan.notebooks]

@@ -24,7 +24,8 @@ def test_local_dir_round_trip_gives_identical_embeddings(tmp_path):
     with torch.no_grad():
         img, txt = C.encode_images(model, x), C.encode_text(model, tokenizer, texts)
     folder = C.save_clip(tmp_path / "clip", model, TINY, {"steps": 0})
-    assert sorted(p.name for p in folder.iterdir()) == ["open_clip_config.json", "open_clip_model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["open_clip_config.json", "open_clip_model.safetensors",
+                                                        "tage_manifest.json"]
     loaded, tok2 = C.load_clip(folder)  # through open_clip's local-dir loader only
     with torch.no_grad():
         assert torch.equal(C.encode_images(loaded, x), img)

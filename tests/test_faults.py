@@ -22,6 +22,7 @@ from tagelib.latent import LatentSpace
 from tagelib.paths import DATA_DIR, REPO_ROOT
 from tagelib.psp import EncoderConfig, PSPEncoder
 from tagelib.stylegan2 import Generator, GeneratorConfig
+from tagelib.write_guard import make_run_folder
 
 SHIPPED_LATENT = DATA_DIR / "latent" / "glyph32.safetensors"
 
@@ -212,9 +213,9 @@ BAD_INPUTS = [
     (["--profile", "pretrain", "--set", "01_latent_space.checkpoint=data/latent/other"], "may not write; it makes only"),
     (["--profile", "pretrain", "--set", "01_latent_space.train_steps=1"], "but --set changes this batch"),
     (["--profile", "smoke", "--set", "run_dir=data/scratch"], "among the repository's sources, shipped data"),
-    (["--profile", "smoke", "--set", "run_dir=."], "among the repository's sources, shipped data"),
+    (["--profile", "smoke", "--set", "run_dir=."], "is the repository or a folder above it"),
     (["--profile", "smoke", "--set", "run_dir=papers_figures"], "among the repository's sources, shipped data"),
-    (["--profile", "smoke", "--set", "figures_dir=papers_figures/x"], "among the repository's sources, shipped data"),
+    (["--profile", "smoke", "--set", "figures_dir=papers_figures/x"], "outside the run folder"),
     (["--profile", "smoke", "--set", "run_dir="], "run_dir must be a non-empty path"),
     (["--profile", "tiny", "--set", "image_size=64"], "glyphs64.npz, which does not exist"),
     (["--profile", "tiny", "--set", "01_latent_space.lr=.inf"], "lr must be a float finite and > 0"),
@@ -248,6 +249,7 @@ def test_bad_runner_input_stops_before_any_kernel(argv, message, no_kernel, tmp_
 
 
 def test_training_over_an_existing_checkpoint_needs_overwrite(tmp_path, no_kernel):
+    make_run_folder(tmp_path)  # an earlier run's folder
     save_module(tmp_path / "latent" / "glyph32", {"w": torch.ones(1)}, {})
     with pytest.raises(SystemExit, match="exists and overwrite is False"):
         run.main(["--profile", "smoke", "--set", f"run_dir={tmp_path}", "--set", "01_latent_space.overwrite=false"])

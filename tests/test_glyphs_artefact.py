@@ -1,5 +1,8 @@
 """Integrity of the shipped glyph artefact (data/glyphs) and of its loader."""
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +77,64 @@ def test_loader_tensors(ds):
     with pytest.raises(ValueError, match="valid"):
         ds.split("bogus")
     assert set(SPLITS) >= {"train", "unseen_shots", "unseen_eval", "heldout_seen"}
+
+
+# A broken artefact is refused as it loads, naming the file and the reason.
+
+def _write_tiny_artefact(root, coverage_shape=(5, 3)):
+    """5 styles x 3 categories (A, B seen; C unseen) in the shipped layout: glyphs32.npz, styles.json, split.json."""
+    images = np.random.default_rng(0).integers(0, 256, (5, 3, 4, 4), dtype=np.uint8)
+    np.savez(root / "glyphs32.npz", images=images, coverage=np.ones(coverage_shape, bool),
+             categories=np.array(list("ABC")))
+    (root / "styles.json").write_text(json.dumps([{"family_key": f"f{i}"} for i in range(5)]))
+    split = {"seed": 0, "seen_categories": ["A", "B"], "unseen_categories": ["C"], "heldout_families": ["f4"],
+             "train_styles": [0, 1, 2, 3], "heldout_styles": [4],
+             "unseen_pools": {"C": {"shot_pool": [0], "eval_pool": [1, 2, 3]}}}
+    (root / "split.json").write_text(json.dumps(split))
+
+
+def _edit_json(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+BROKEN = {  # case: (damage done to a good artefact in `root`, the file the message names, the reason it gives)
+    "coverage wrong shape": (lambda root: _write_tiny_artefact(root, coverage_shape=(5, 2)), "glyphs32.npz",
+                             r"coverage is bool \(5, 2\), expected bool \(S, K\) = \(5, 3\)"),
+    "split.json not JSON": (lambda root: (root / "split.json").write_text('{"seen_categories": ["A"'), "split.json",
+                            "not valid JSON"),
+    "split.json missing a key": (lambda root: _edit_json(root / "split.json", lambda d: d.pop("unseen_pools")),
+                                 "split.json", r"missing keys \['unseen_pools'\]"),
+    "split.json unknown category": (lambda root: _edit_json(root / "split.json",
+                                                            lambda d: d["seen_categories"].append("Z")),
+                                    "split.json", r"unknown categories \['Z'\]"),
+    "split.json style out of range": (lambda root: _edit_json(root / "split.json",
+                                                              lambda d: d["train_styles"].append(9)),
+                                      "split.json", r"train_styles must be a list of style ids in 0..4"),
+    "styles.json wrong length": (lambda root: _edit_json(root / "styles.json", lambda d: d.pop()), "styles.json",
+                                 "4 styles, the images have 5"),
+}
+
+
+def test_tiny_artefact_loads(tmp_path):
+    _write_tiny_artefact(tmp_path)
+    ds = GlyphDataset.load(tmp_path)
+    assert ds.unseen == [2] and len(ds.split("train")) == 8 and ds.pool("C", "unseen_shots") == [0]
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_artefact_is_refused_naming_the_file(tmp_path, case):
+    damage, name, reason = BROKEN[case]
+    _write_tiny_artefact(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(ValueError) as refused:
+        GlyphDataset.load(tmp_path)
+    assert str(refused.value).startswith(f"{tmp_path / name}: ") and re.search(reason, str(refused.value))
+
+
+def test_missing_split_json_is_named(tmp_path):
+    _write_tiny_artefact(tmp_path)
+    (tmp_path / "split.json").unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "split.json"))):
+        GlyphDataset.load(tmp_path)

@@ -1,11 +1,17 @@
 """Paper datasets: LoFGAN `.npy` files (memory-mapped) and AGE's folders behind the glyph dataset's interface."""
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import numpy.lib.format as npy_format
 import pytest
 import torch
 from PIL import Image
 
-from tagelib.paper_data import ImageClassDataset, load_image_folders, load_lofgan
+from tagelib.paper_data import LOFGAN, ImageClassDataset, load_image_folders, load_lofgan
 
 CLASSES, PER_CLASS, SIDE = 12, 14, 16
 
@@ -63,10 +69,10 @@ def test_lofgan_refuses_wrong_files(lofgan_file, tmp_path):
         load_lofgan(path, "animal", seen=8, shot_pool=PER_CLASS - 1)
 
 
-def _write_folder(root, part, cls, n, rng):
+def _write_folder(root, part, cls, n, rng, ext="png"):
     (root / part).mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / part / f"{cls}_{i:03d}.png")
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / part / f"{cls}_{i:03d}.{ext}")
 
 
 def test_age_folders_give_classes_by_file_prefix(tmp_path):
@@ -108,7 +114,6 @@ def test_age_folders_refuse_bad_layouts(tmp_path):
 
 def _prepare_script():
     import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).resolve().parent.parent / "data" / "prepare_paper_datasets.py"
     spec = importlib.util.spec_from_file_location("prepare_paper_datasets", path)
@@ -167,3 +172,126 @@ def test_sample_attributes_are_measured_on_photographs(lofgan_file):
     attrs = ds.sample_attributes(styles, cats, ds.tensor(styles, cats))
     np.testing.assert_allclose(attrs["brightness"], data[[2, 3], [0, 1]].mean((1, 2, 3)) / 255, atol=1e-5)
     assert set(attrs) == {"brightness", "saturation"} and (attrs["saturation"] >= 0).all()
+
+
+# Bad files: every check names the file and the reason, the loader at load time, the script without a traceback.
+
+SYNTHETIC = LOFGAN["synthetic"]
+SHAPE = (SYNTHETIC.classes, SYNTHETIC.images_per_class, 2, 2, 3)  # the synthetic protocol's counts, at 2 px
+
+
+def _images():
+    return np.random.default_rng(3).integers(0, 256, SHAPE, dtype=np.uint8)
+
+
+def _truncated(path):
+    np.save(path, _images())
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # an interrupted download
+
+
+def _lying_header(path):
+    with open(path, "wb") as f:
+        header = {"descr": "|u1", "fortran_order": False, "shape": (10**6, 100, 128, 128, 3)}
+        npy_format.write_array_header_1_0(f, header)
+        f.write(bytes(1000))
+
+
+class _Canary:
+    """Unpickling it creates the file `path`: proof that a check unpickled what it had to refuse."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+def _object_array(path):
+    np.save(path, np.array([_Canary(path.with_name("unpickled")), None], dtype=object), allow_pickle=True)
+
+
+BAD_NPY = {  # case: (writer of the file, what the message must say)
+    "truncated npy": (_truncated, r"truncated .*the file has"),
+    "lying header": (_lying_header, r"truncated .*header says shape \(1000000, 100, 128, 128, 3\)"),
+    "object array": (_object_array, "pickled Python objects; refused"),
+    "text file": (lambda p: p.write_text("animal faces, 149 classes\n"), "not a .npy file"),
+    "HTML page": (lambda p: p.write_text("<!DOCTYPE html><html><body>Sign in</body></html>"), "an HTML page"),
+    "NaN float file": (lambda p: np.save(p, np.full(SHAPE, np.nan, np.float32)), "NaN or infinite values"),
+    "constant float file": (lambda p: np.save(p, np.full(SHAPE, 0.5, np.float32)), "images are constant"),
+    "wrong dtype": (lambda p: np.save(p, _images().astype(np.int64)), "dtype int64"),
+    "wrong shape": (lambda p: np.save(p, _images()[..., 0]), "shape .* is not LoFGAN's"),
+}
+
+
+@pytest.fixture(params=list(BAD_NPY))
+def bad_npy(request, tmp_path):
+    """(path, reason): a bad file named as the synthetic protocol's, and the reason its refusal must give."""
+    writer, reason = BAD_NPY[request.param]
+    path = tmp_path / SYNTHETIC.file
+    writer(path)
+    return path, reason
+
+
+def test_loader_refuses_a_bad_npy_naming_it(bad_npy):
+    path, reason = bad_npy
+    with pytest.raises(ValueError) as refused:
+        load_lofgan(path, "synthetic")
+    assert str(refused.value).startswith(f"{path}: ") and re.search(reason, str(refused.value))
+    assert not path.with_name("unpickled").exists()
+
+
+def test_prepare_script_reports_a_bad_npy_without_traceback(bad_npy, capsys):
+    path, reason = bad_npy
+    assert _prepare_script().main(["synthetic", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert f"PROBLEM: {path}: " in err and re.search(reason, err) and "Traceback" not in out + err
+    assert not path.with_name("unpickled").exists()
+
+
+def test_prepare_script_process_exits_1_on_a_lying_header(tmp_path):
+    path = tmp_path / SYNTHETIC.file
+    _lying_header(path)
+    script = Path(__file__).resolve().parent.parent / "data" / "prepare_paper_datasets.py"
+    done = subprocess.run([sys.executable, str(script), "synthetic", str(path)], capture_output=True, text=True)
+    assert done.returncode == 1 and f"{path}: truncated" in done.stderr and "Traceback" not in done.stdout + done.stderr
+
+
+BAD_JPG = {  # case: (damage done to a JPEG file, what the message must say)
+    "corrupt jpg": (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "does not decode"),
+    "non-image jpg": (lambda p: p.write_text("<html>404 not found</html>"), "not an image PIL recognises"),
+    "zero-byte jpg": (lambda p: p.write_bytes(b""), r"empty file \(0 bytes\)"),
+}
+
+
+@pytest.fixture
+def jpg_folders(tmp_path):
+    """AGE's layout with JPEGs: train/ one class of 3 images, valid/ one class of 12."""
+    rng = np.random.default_rng(4)
+    _write_folder(tmp_path, "train", "n001", 3, rng, "jpg")
+    _write_folder(tmp_path, "valid", "n101", 12, rng, "jpg")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", list(BAD_JPG))
+def test_folder_images_name_the_file_that_does_not_decode(jpg_folders, case):
+    damage, reason = BAD_JPG[case]
+    bad = jpg_folders / "valid" / "n101_004.jpg"
+    damage(bad)
+    ds = load_image_folders(jpg_folders, size=8)
+    assert ds.tensor(3, 1).shape == (3, 8, 8)
+    with pytest.raises(ValueError) as refused:
+        ds.tensor(4, 1)
+    assert str(refused.value).startswith(f"{bad}: ") and re.search(reason, str(refused.value))
+
+
+@pytest.mark.parametrize("case", list(BAD_JPG))
+def test_prepare_script_decodes_every_image_of_the_folders(jpg_folders, case, capsys):
+    script = _prepare_script()
+    assert script.main(["folders", str(jpg_folders)]) == 0 and "OK: fits the protocol" in capsys.readouterr().out
+    damage, reason = BAD_JPG[case]
+    bad = jpg_folders / "train" / "n001_002.jpg"
+    damage(bad)
+    assert script.main(["folders", str(jpg_folders)]) == 1
+    out, err = capsys.readouterr()
+    assert re.search(f"PROBLEM: {re.escape(str(bad))}: {reason}", err) and "1 problem(s)" in out
+    assert "OK" not in out and "Traceback" not in out + err

@@ -117,7 +117,9 @@ def test_yaml_error_names_file_and_line(tmp_path, monkeypatch):
     ("- a list\n", "a profile is a mapping"),
     ("runs: 3\n", r"unknown key\(s\) \['runs'\]"),
     ("defaults:\n  run_dir: x\n", "one per run"),
-    ("makes: [results/x]\n", "makes must be a list of paths under data/"),
+    ("makes: [results/x]\n", "makes names 'results/x', which is not a shipped artefact under data/"),
+    ("makes: [data/../tagelib/run]\n", "makes names 'data/../tagelib/run', which is not a shipped artefact under data/"),
+    ("makes: data/x\n", "makes must be a list of paths under data/"),
     ("notebooks:\n  99_none: {}\n", r"unknown notebook\(s\) \['99_none'\]"),
 ])
 def test_bad_profiles_name_the_file(tmp_path, monkeypatch, text, message):
@@ -164,17 +166,18 @@ def test_judge_paths_are_checked_like_checkpoints(tmp_path):
 
 
 def test_clip_folder_and_probe_paths_are_checked(tmp_path):
-    """The CLIP model is a folder (open_clip local-dir): one without its open_clip_config.json counts as missing."""
+    """The CLIP model is a folder (open_clip local-dir): one without its manifest counts as missing."""
     with pytest.raises(SystemExit, match="make clip"):
         run.build_plan("smoke", overrides=["00_clip.clip=data/clip/glyph32_clip"])
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "open_clip_config.json").write_text("{}")  # the config alone is not a CLIP folder
     for key in ("clip", "attribute_probe"):
         target = tmp_path / ("empty" if key == "clip" else "none")
         with pytest.raises(SystemExit, match=f"{key}=.*00_clip .*_steps > 0"):
             run.build_plan("tiny", only=["00_clip"], overrides=[f"{key}={target}"])
-    _, p = plan_params("smoke", f"run_dir={tmp_path}")
-    assert p["00_clip"]["clip"] == f"{tmp_path}/clip/glyph32_clip"
-    assert p["00_clip"]["attribute_probe"] == f"{tmp_path}/clip/glyph32_attributes"
+    _, p = plan_params("smoke", f"run_dir={tmp_path}/run")
+    assert p["00_clip"]["clip"] == f"{tmp_path}/run/clip/glyph32_clip"
+    assert p["00_clip"]["attribute_probe"] == f"{tmp_path}/run/clip/glyph32_attributes"
 
 
 @pytest.mark.parametrize("override, message", [

@@ -58,17 +58,14 @@ class GlyphDataset:
 
     @classmethod
     def load(cls, root: str | Path = DATA_DIR / "glyphs", size: int = 32) -> "GlyphDataset":
+        """The artefact in `root` (glyphs<size>.npz, styles.json, split.json), checked as it loads: a missing file
+        raises FileNotFoundError, a broken or inconsistent one ValueError, each naming the file and the reason."""
         root = Path(root)
-        path = root / f"glyphs{size}.npz"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found; build it with `make dataset FONTS=...` (see data/README.md)")
-        try:
-            with np.load(path) as z:
-                images, coverage, categories = z["images"], z["coverage"], [str(c) for c in z["categories"]]
-        except Exception as exc:
-            raise ValueError(f"{path} is not a readable glyph artefact: {exc}") from exc
-        styles = json.loads((root / "styles.json").read_text())
-        split = json.loads((root / "split.json").read_text())
+        images, coverage, categories = read_glyph_arrays(root / f"glyphs{size}.npz")
+        styles = read_json(root / "styles.json")
+        check_styles(styles, len(coverage), root / "styles.json")
+        split = read_json(root / "split.json")
+        check_split(split, categories, len(coverage), root / "split.json")
         return cls(images, coverage, categories, styles, split)
 
     @property
@@ -149,6 +146,78 @@ class GlyphDataset:
     def to_ink(images: torch.Tensor) -> np.ndarray:
         """Inverse of `to_tensor`: float (..., 1, H, W) -> uint8 (..., H, W)."""
         return images.squeeze(-3).add(1.0).mul(127.5).round().clamp(0, 255).byte().cpu().numpy()
+
+
+SPLIT_KEYS = ("seen_categories", "unseen_categories", "train_styles", "heldout_styles", "heldout_families",
+              "unseen_pools")  # what split.json must hold (the loader, the notebooks and the summaries read them)
+
+
+def read_glyph_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """images (S, K, H, W) uint8, coverage (S, K) bool and the K category names of a `glyphs<size>.npz`, checked
+    against each other; FileNotFoundError / ValueError "<path>: <reason>"."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; build it with `make dataset FONTS=...` (see data/README.md)")
+    try:
+        with np.load(path) as z:  # allow_pickle=False: an object array is refused, not unpickled
+            images, coverage, categories = z["images"], z["coverage"], [str(c) for c in z["categories"]]
+    except Exception as exc:
+        raise ValueError(f"{path} is not a readable glyph artefact: {exc}") from exc
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"{path}: images are {images.dtype} {images.shape}, expected uint8 (styles, categories, H, W)")
+    if coverage.shape != images.shape[:2] or coverage.dtype != bool:
+        raise ValueError(f"{path}: coverage is {coverage.dtype} {coverage.shape}, expected bool (S, K) = "
+                         f"{images.shape[:2]} like the images")
+    if len(categories) != images.shape[1]:
+        raise ValueError(f"{path}: {len(categories)} category names for {images.shape[1]} image columns")
+    return images, coverage, categories
+
+
+def read_json(path: Path):
+    """The JSON document in `path`; FileNotFoundError / ValueError "<path>: <reason>"."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; the glyph artefact ships it beside glyphs<size>.npz")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+
+def check_styles(styles, n_styles: int, path: Path) -> None:
+    """Refuse style metadata that is not one JSON object per style (image row) of the artefact."""
+    if not isinstance(styles, list) or not all(isinstance(s, dict) for s in styles):
+        raise ValueError(f"{path}: expected a list of one object per style")
+    if len(styles) != n_styles:
+        raise ValueError(f"{path}: {len(styles)} styles, the images have {n_styles}")
+
+
+def check_split(split, categories: list[str], n_styles: int, path: Path) -> None:
+    """Refuse a split that lacks a key of SPLIT_KEYS, names categories the artefact lacks (or one both seen and
+    unseen), gives pools for other categories than the unseen ones, or holds style ids outside 0..n_styles-1."""
+    if not isinstance(split, dict):
+        raise ValueError(f"{path}: expected a JSON object with keys {list(SPLIT_KEYS)}")
+    missing = [k for k in SPLIT_KEYS if k not in split]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing}")
+    not_lists = [k for k in SPLIT_KEYS[:5] if not isinstance(split[k], list)]
+    if not_lists:
+        raise ValueError(f"{path}: {not_lists} must be lists")
+    seen, unseen = split["seen_categories"], split["unseen_categories"]
+    unknown = [c for c in [*seen, *unseen] if c not in set(categories)]
+    if unknown:
+        raise ValueError(f"{path}: unknown categories {unknown[:5]} (not among the artefact's {len(categories)})")
+    if set(seen) & set(unseen):
+        raise ValueError(f"{path}: categories both seen and unseen: {sorted(set(seen) & set(unseen))[:5]}")
+    pools = split["unseen_pools"]
+    if not isinstance(pools, dict) or set(pools) != set(unseen):
+        raise ValueError(f"{path}: unseen_pools must hold one entry per unseen category")
+    style_lists = {"train_styles": split["train_styles"], "heldout_styles": split["heldout_styles"]}
+    for c, pool in pools.items():
+        if not isinstance(pool, dict) or not {"shot_pool", "eval_pool"} <= set(pool):
+            raise ValueError(f"{path}: unseen_pools[{c!r}] needs shot_pool and eval_pool")
+        style_lists.update({f"unseen_pools[{c!r}].{k}": pool[k] for k in ("shot_pool", "eval_pool")})
+    for key, ids in style_lists.items():
+        if not isinstance(ids, list) or not all(isinstance(i, int) and 0 <= i < n_styles for i in ids):
+            raise ValueError(f"{path}: {key} must be a list of style ids in 0..{n_styles - 1}")
 
 
 @dataclass
