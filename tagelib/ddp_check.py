@@ -21,7 +21,7 @@ from tagelib.clm import CLMTrainConfig, train_clm
 from tagelib.codebook import Codebook, CodebookConfig
 from tagelib.cpm import CodePredictor, CPMConfig
 from tagelib.cpm_train import CPMData, CPMTrainConfig, train_cpm
-from tagelib.distributed import DEVICES, init_distributed
+from tagelib.distributed import DEVICES, end_worker, init_distributed
 from tagelib.stylegan2 import Generator, GeneratorConfig
 
 D, SIZE, CATEGORIES, PER_CATEGORY, LAYERS = 16, 8, 6, 8, [0, 1, 2, 3]
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run(args.steps, args.device)
     if result:
         write_text_atomic(args.out, json.dumps(result))
+    end_worker(init_distributed(args.device))  # the group run() joined: leave it cleanly (a no-op in one process)
 
 
 if __name__ == "__main__":

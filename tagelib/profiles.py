@@ -7,7 +7,8 @@ Keys:
 - ``figures_dir``: tables and figures (default ``{run_dir}/papers_figures``); ``papers_figures`` makes an
   unmodified batch of this profile rewrite the committed folder;
 - ``makes``: shipped artefacts under ``data/`` this profile regenerates on purpose (e.g. ``pretrain``:
-  ``[data/latent/glyph32]``); every other profile may not write under ``data/``;
+  ``[data/latent/glyph32]``), checked as resolved paths; every other profile may not write under ``data/``
+  (`tagelib.write_guard`: a run writes only under its ``run_dir`` or into what its profile makes);
 - ``defaults``: values for every notebook that declares the key;
 - ``notebooks``: per-notebook values, each of which the notebook must declare;
 - ``skip``: notebooks this profile does not run (e.g. the glyph-only 00_data in the paper profiles);

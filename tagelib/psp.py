@@ -36,8 +36,8 @@ class EncoderConfig:
     n_styles: int = 18  # L, must equal the generator's n_latent
     style_dim: int = 512  # D
     num_layers: int = 50  # 50 / 100 / 152: pSp's unit counts (ignored when `units` is set)
-    units: tuple | None = None  # custom units per stage, e.g. (1, 2, 2, 1) for a small encoder
-    widths: tuple = (64, 128, 256, 512)  # channels of the 4 stages (pSp: 64, 128, 256, 512)
+    units: tuple[int, ...] | None = None  # custom units per stage, e.g. (1, 2, 2, 1) for a small encoder
+    widths: tuple[int, ...] = (64, 128, 256, 512)  # channels of the 4 stages (pSp: 64, 128, 256, 512)
     mode: str = "ir_se"  # "ir" or "ir_se" (squeeze-excitation)
     coarse_ind: int = 3  # styles [0, coarse_ind) read the input/16 map
     middle_ind: int = 7  # styles [coarse_ind, middle_ind) read input/8, the rest input/4

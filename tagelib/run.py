@@ -11,11 +11,14 @@ A profile is ``profiles/<name>.yaml`` (`tagelib.profiles`). Each notebook's valu
 ``run_dir`` and ``figures_dir`` are per run (``--set run_dir=...`` moves every output, since profile values
 may say ``{run_dir}``). Everything is checked before any kernel starts: every key is declared by a notebook
 it reaches, every value has its declared type and a valid range (`tagelib.params`), files a notebook reads
-exist or are made earlier in the batch, and nothing under ``data/`` is written unless the profile's
-``makes`` names that very artefact. ``papers_figures/`` is rewritten only by an unmodified batch of a profile
-that publishes there (``make reproduce``); a run with ``--only`` or ``--set`` writes its figures under its
-run folder. An executed notebook is published only when it ran to the end; a failed one is kept beside
-the last good copy as ``NN_name.failed.ipynb``. Notebooks never see the profile's name.
+exist or are made earlier in the batch, and every path the batch writes obeys the write rule
+(`tagelib.write_guard`): under ``run_dir``, or into a shipped artefact under ``data/`` that the profile's
+``makes`` names (unmodified batch only). ``papers_figures/`` is rewritten only by an unmodified batch of a
+profile that publishes there (``make reproduce``); a run with ``--only`` or ``--set`` writes its figures under
+its run folder. The batch holds ``<run_dir>/.tage-run.lock`` from its checks to its end (`tagelib.run_lock`):
+a second batch into the same folder is refused at once. An executed notebook is published only when it ran to
+the end; a failed one is kept beside the last good copy as ``NN_name.failed.ipynb``. Notebooks never see the
+profile's name.
 """
 
 from __future__ import annotations

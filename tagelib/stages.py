@@ -32,7 +32,7 @@ from tagelib.clm import CLMTrainConfig, train_clm
 from tagelib.codebook import Codebook, CodebookConfig
 from tagelib.cpm import CodePredictor, CPMConfig
 from tagelib.cpm_train import CPMData, CPMTrainConfig, train_cpm
-from tagelib.distributed import Distributed, init_distributed
+from tagelib.distributed import Distributed, end_worker, init_distributed
 from tagelib.latent import LatentSpace
 from tagelib.paths import resolve
 from tagelib.perceptual import load_lpips, lpips_distance
@@ -157,9 +157,7 @@ def worker(job_path: str | Path) -> None:
         buffer = io.BytesIO()
         torch.save({"state": {k: v.detach().cpu() for k, v in module.state_dict().items()}, "history": history}, buffer)
         write_bytes_atomic(job["result"], buffer.getvalue())
-    if dist.active:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    end_worker(dist)
 
 
 def main(argv: list[str] | None = None) -> None:

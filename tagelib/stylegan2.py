@@ -62,10 +62,10 @@ class GeneratorConfig:
     n_mlp: int = 8  # depth of the mapping network
     channel_multiplier: int = 2  # widths at >= 64 px (rosinality default 2)
     max_channels: int = 512  # cap on every resolution's width; 512 = rosinality exactly
-    widths: tuple = ()  # explicit width per resolution (4, 8, ..., size); empty = the capped table
+    widths: tuple[int, ...] = ()  # explicit width per resolution (4, 8, ..., size); empty = the capped table
     img_channels: int = 3  # 3 RGB, 1 grayscale glyphs
     lr_mlp: float = 0.01  # learning-rate multiplier of the mapping network
-    blur_kernel: tuple = (1, 3, 3, 1)  # FIR filter for up/down-sampling
+    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)  # FIR filter for up/down-sampling
 
     def __post_init__(self) -> None:
         _normalise_config(self)
@@ -407,9 +407,9 @@ class DiscriminatorConfig:
     size: int = 32  # input resolution, power of two in [8, 1024]
     channel_multiplier: int = 2
     max_channels: int = 512  # 512 = rosinality exactly
-    widths: tuple = ()  # explicit width per resolution (4, 8, ..., size); empty = the capped table
+    widths: tuple[int, ...] = ()  # explicit width per resolution (4, 8, ..., size); empty = the capped table
     img_channels: int = 3
-    blur_kernel: tuple = (1, 3, 3, 1)
+    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
     stddev_group: int = 4  # minibatch-stddev group size
 
     def __post_init__(self) -> None:
