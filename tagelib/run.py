@@ -38,7 +38,7 @@ from typing import Any, Iterator
 from tagelib import params as P
 from tagelib import write_guard as W
 from tagelib.atomic import write_text_atomic
-from tagelib.folder_artefact import MANIFEST, is_artefact
+from tagelib.folder_artefact import MANIFEST, FolderArtefactError, is_artefact, verify
 from tagelib.paths import DATA_DIR, NOTEBOOKS_DIR, REPO_ROOT, checkpoint_file, resolve
 from tagelib.profiles import RUN_KEYS, available_notebooks, available_profiles, load_profile
 from tagelib.run_lock import HELD_ENV, RunFolderBusy, RunLock
@@ -226,6 +226,7 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
     """Written paths: never shipped data unless an unmodified batch of the profile that makes it; read paths:
     exist or are made earlier in the batch."""
     made_here: list[Path] = []
+    checked_data: set[Path] = set()
     for name, _ in plan.notebooks:
         values = effective[name]
         for key, step_key in WRITTEN_WHEN.items():
@@ -249,6 +250,11 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
             elif not any(_same_artefact(target, m) for m in made_here) and not _artefact_file(key, target).is_file():
                 raise SystemExit(f"{name}: {key}={values[key]!r} does not exist ({_artefact_file(key, target)}); it is made "
                                  f"by {MADE_BY[key]} — run that notebook first, in this batch or with the same run_dir")
+            elif key in FOLDER_ARTEFACTS and not any(_same_artefact(target, m) for m in made_here):
+                try:  # a folder read as it is: every file against its manifest, before any kernel starts
+                    verify(target, FOLDER_ARTEFACTS[key])
+                except FolderArtefactError as e:
+                    raise SystemExit(f"{name}: {key}={values[key]!r}: {e}") from None
         for key, maker in MADE_IN_RUN.items():
             earlier = [n for n, _ in plan.notebooks[:[n for n, _ in plan.notebooks].index(name)]]
             if key in values and maker not in earlier and not checkpoint_file(resolve(values[key])).is_file():
@@ -261,6 +267,9 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
                 "the paper's public files: `python data/prepare_paper_datasets.py` says where they are")
             raise SystemExit(f"{name}: data_dir={values['data_dir']!r} does not exist (dataset="
                              f"{values.get('dataset', 'glyphs')!r} needs a {'file' if is_file else 'folder'}); it is made by {made_by}")
+        if data is not None and is_file and data not in checked_data:
+            _check_lofgan_file(name, values["data_dir"], data)
+            checked_data.add(data)
         if values.get("import_checkpoint") and not resolve(values["import_checkpoint"]).is_file():
             raise SystemExit(f"{name}: import_checkpoint={values['import_checkpoint']!r} does not exist; download the "
                              "official pSp / AGE checkpoint (README, \"Paper datasets on a GPU\")")
@@ -285,6 +294,17 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
             if not images.is_file():
                 raise SystemExit(f"{name}: image_size={values['image_size']} needs {images}, which does not exist; "
                                  f"build it with `python -m tagelib.glyphs.build --size {values['image_size']}` (data/README.md)")
+
+
+def _check_lofgan_file(name: str, value: str, path: Path) -> None:
+    """A LoFGAN .npy is read as it will be (header against the file size, dtype, sampled images), before any kernel."""
+    from tagelib.paper_data import open_lofgan  # numpy and torch: only for the paper datasets
+
+    try:
+        open_lofgan(path, None)
+    except ValueError as e:
+        raise SystemExit(f"{name}: data_dir={value!r} cannot be used: {e}\n  check it with "
+                         f"`python data/prepare_paper_datasets.py <dataset> {value}`") from None
 
 
 def _check_written(plan: Plan, profile: dict[str, Any], name: str, key: str, values: dict[str, Any],

@@ -310,3 +310,23 @@ def test_a_checkpoint_never_overwrites_a_file_that_is_not_a_checkpoint(tmp_path)
     (tmp_path / "ours.safetensors").write_bytes(bytes(raw))
     save_module(tmp_path / "ours", {"w": torch.zeros(2)}, {"v": 2})
     assert load_module(tmp_path / "ours")[1] == {"v": 2}
+
+
+def test_a_corrupted_clip_folder_stops_the_batch_before_it_starts(tmp_path, tiny_clip, no_kernel):
+    folder = C.save_clip(tmp_path / "clip", tiny_clip, TINY_CLIP)
+    weights = folder / "open_clip_model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[100] ^= 0x04
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(SystemExit, match="00_clip: clip=.*open_clip_model.safetensors: content does not match"):
+        run.main(["--profile", "tiny", "--only", "00_clip", "--set", f"00_clip.clip={folder}"])
+
+
+def test_a_truncated_paper_dataset_stops_the_batch_before_it_starts(tmp_path, no_kernel):
+    run_dir = tmp_path / "run"
+    run.build_plan("paper-synthetic", ["00_judge"], [f"run_dir={run_dir}"])  # builds the rehearsal's inputs
+    good = (run_dir / "inputs" / "paper_synthetic.npy").read_bytes()
+    (tmp_path / "download.npy").write_bytes(good[: len(good) // 2])  # an interrupted download
+    with pytest.raises(SystemExit, match=r"(?s)00_judge: data_dir=.*download.npy: truncated.*prepare_paper_datasets"):
+        run.main(["--profile", "paper-synthetic", "--only", "00_judge", "--set", f"run_dir={run_dir}",
+                  "--set", f"data_dir={tmp_path / 'download.npy'}"])
