@@ -143,14 +143,6 @@ def _artefact_file(key: str, target: Path) -> Path:
     return target / MANIFEST if key in FOLDER_ARTEFACTS else checkpoint_file(target)
 
 
-def _same_artefact(a: Path, b: Path) -> bool:
-    return W.same_artefact(a, b)
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return W.inside(path, folder)
-
-
 def notebook_parameters(profile: dict[str, Any], name: str, declared: dict[str, Any],
                         overrides: dict[str, dict[str, str]], run_dir: str, figures_dir: str) -> dict[str, Any]:
     """The values injected into one notebook, by the documented precedence, `{run_dir}` filled in, each checked."""
@@ -247,10 +239,10 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
                 continue  # photographs: no probe (tagelib.prompts)
             elif key == "clip" and _prompts().is_open_clip_name(values[key]):
                 continue  # a model by open_clip name (ViT-B-32); its weights: clip_pretrained
-            elif not any(_same_artefact(target, m) for m in made_here) and not _artefact_file(key, target).is_file():
+            elif not any(W.same_artefact(target, m) for m in made_here) and not _artefact_file(key, target).is_file():
                 raise SystemExit(f"{name}: {key}={values[key]!r} does not exist ({_artefact_file(key, target)}); it is made "
                                  f"by {MADE_BY[key]} — run that notebook first, in this batch or with the same run_dir")
-            elif key in FOLDER_ARTEFACTS and not any(_same_artefact(target, m) for m in made_here):
+            elif key in FOLDER_ARTEFACTS and not any(W.same_artefact(target, m) for m in made_here):
                 try:  # a folder read as it is: every file against its manifest, before any kernel starts
                     verify(target, FOLDER_ARTEFACTS[key])
                 except FolderArtefactError as e:
@@ -285,7 +277,7 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
                                  f"{resolve(values.get('inception_dir') or '.') / INCEPTION_FILE} does not exist; put "
                                  f"clean-fid's Inception-v3 file there (README, \"Paper datasets on a GPU\") or drop inception")
         compare = resolve(values["compare_checkpoint"]) if values.get("compare_checkpoint") else None
-        if compare and not any(_same_artefact(compare, m) for m in made_here) and not checkpoint_file(compare).is_file():
+        if compare and not any(W.same_artefact(compare, m) for m in made_here) and not checkpoint_file(compare).is_file():
             raise SystemExit(f"{name}: compare_checkpoint={values['compare_checkpoint']!r} does not exist "
                              f"({checkpoint_file(resolve(values['compare_checkpoint']))}); give a latent space made by "
                              f"{MADE_BY['checkpoint']}, or \"\" to show no comparison")
@@ -316,14 +308,14 @@ def _check_written(plan: Plan, profile: dict[str, Any], name: str, key: str, val
         raise SystemExit(f"{name}: {key}={values[key]!r} exists ({target.resolve()}) and is not a {FOLDER_ARTEFACTS[key]} "
                          f"artefact folder (no valid {MANIFEST}, or other files in it); training would replace it, so "
                          f"the batch stops here. Choose a new path, e.g. {key}={plan.run_dir}/{RUN_FOLDER_EXAMPLE[key]}")
-    if not _inside(target, DATA_DIR):
+    if not W.inside(target, DATA_DIR):
         try:
             W.check_write(key, values[key], plan.run_dir)
         except W.WriteRefused as e:
             raise SystemExit(f"{name}: {e}") from None
         return
     instead = f"--set {name}.{key}={plan.run_dir}/{RUN_FOLDER_EXAMPLE[key]}"
-    if not any(_same_artefact(target, resolve(m)) for m in profile["makes"]):
+    if not any(W.same_artefact(target, resolve(m)) for m in profile["makes"]):
         own = f"; it makes only {profile['makes']}" if profile["makes"] else ""
         raise SystemExit(
             f"{name}: {key}={values[key]!r} with {WRITTEN_WHEN[key]}={values[WRITTEN_WHEN[key]]} would write into shipped "
@@ -342,7 +334,7 @@ def _check_written(plan: Plan, profile: dict[str, Any], name: str, key: str, val
 
 def _check_readable_checkpoint(name: str, values: dict[str, Any], target: Path, made_here: list[Path]) -> None:
     """The checkpoint a notebook loads exists (or an earlier notebook makes it); its layers fit edit_layers."""
-    if any(_same_artefact(target, m) for m in made_here):
+    if any(W.same_artefact(target, m) for m in made_here):
         return  # made earlier in this batch: its layer count is checked when it is loaded
     path = checkpoint_file(target)
     if not path.is_file():
