@@ -200,7 +200,7 @@ def _run_folders(profile_name: str, profile: dict[str, Any], overrides: dict[str
     try:
         W.check_run_dir(run_dir)
         if not publishing:
-            W.check_write("figures_dir", figures_dir, run_dir)
+            W.figures_folder(figures_dir, run_dir)
     except W.WriteRefused as e:
         raise SystemExit(str(e)) from None
     return run_dir, figures_dir, publishing

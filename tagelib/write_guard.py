@@ -137,6 +137,8 @@ def figures_folder(figures_dir: str, run_dir: str | os.PathLike) -> Path:
         raise WriteRefused(f"figures_dir={str(figures_dir)!r}: the committed papers_figures/ is rewritten only by the "
                            f"unmodified `make reproduce` batch; here, figures go under the run folder "
                            f"(figures_dir={DEFAULT_FIGURES!r})")
+    if folder == _real(run_dir):
+        return folder  # figures in the run folder itself
     return check_write("figures_dir", str(figures_dir).replace("{run_dir}", str(run_dir)), run_dir)
 
 
