@@ -51,8 +51,10 @@ class RunLock:
         self.command = command
         self.note = ""  # set when a stale lock was taken over
         self._fd: int | None = None
+        self._made_folder = False  # acquire created run_dir (removed again on release if nothing else was written)
 
     def acquire(self) -> "RunLock":
+        self._made_folder = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -79,6 +81,9 @@ class RunLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+        if self._made_folder and [p.name for p in self.run_dir.iterdir()] == [LOCK_NAME]:
+            self.path.unlink()  # a batch that stopped before writing anything leaves no folder behind
+            self.run_dir.rmdir()
 
     @staticmethod
     def _write(fd: int, info: dict) -> None:

@@ -330,3 +330,10 @@ def test_a_truncated_paper_dataset_stops_the_batch_before_it_starts(tmp_path, no
     with pytest.raises(SystemExit, match=r"(?s)00_judge: data_dir=.*download.npy: truncated.*prepare_paper_datasets"):
         run.main(["--profile", "paper-synthetic", "--only", "00_judge", "--set", f"run_dir={run_dir}",
                   "--set", f"data_dir={tmp_path / 'download.npy'}"])
+
+
+def test_a_batch_refused_before_it_writes_leaves_no_run_folder(tmp_path, no_kernel):
+    with pytest.raises(SystemExit, match="unknown parameter"):
+        run.main(["--profile", "smoke", "--only", "00_data", "--set", f"run_dir={tmp_path / 'new'}",
+                  "--set", "00_data.nope=1"])
+    assert not (tmp_path / "new").exists()
