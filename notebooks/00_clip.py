@@ -56,6 +56,7 @@ from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.paths import checkpoint_file, resolve
 from tagelib.write_guard import output_dirs, output_path
 from tagelib.plotting import image_grid, save_figure, smooth
+from tagelib.timing import Stopwatch
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
@@ -85,6 +86,7 @@ eval_max_styles: int = 0  # evaluate on this many random held-out styles only (0
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
 out_dir, fig_dir = output_dirs(run_dir, figures_dir, "00_clip")
+clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebook>/stage_seconds.json
 ds = GlyphDataset.load(resolve(data_dir))
 rng = np.random.default_rng(seed)
 train_styles, heldout_styles = np.array(ds.split_info["train_styles"]), np.array(ds.split_info["heldout_styles"])
@@ -98,6 +100,7 @@ train_styles = train_styles[train_cov.any(1)]
 train_cov = ds.coverage[train_styles][:, seen]
 print(f"training: {len(train_styles)} styles of the training families x {len(seen)} seen categories = {train_cov.sum()} glyphs")
 print(f"held out: {len(heldout_styles)} styles of {len({ds.styles[i]['family_key'] for i in heldout_styles})} families never trained on")
+clock.lap("set-up")
 
 # %% [markdown]
 # ## Captions from the style metadata
@@ -143,6 +146,7 @@ info = model.training_info
 n_params = sum(p.numel() for p in model.parameters())
 print(f"CLIP: {n_params / 1e6:.2f} M parameters, {clip_size_bytes(clip_dir) / 1e6:.1f} MB; trained {info['train']['steps']} "
       f"steps on {info['train_glyphs']} glyphs in {info['train_seconds'] / 60:.1f} min")
+clock.lap("training")
 
 # %%
 fig, ax = plt.subplots(1, 3, figsize=(12, 2.8))
@@ -153,6 +157,7 @@ for a in ax:
     a.set_xlabel("step")
 save_figure(fig, out_dir / "clip_training.png")
 plt.show()
+clock.lap("figures")
 
 # %% [markdown]
 # ## Retrieval on the held-out font families
@@ -181,6 +186,7 @@ for name, r in scores.items():
     print(f"{name:18s} {r['images']:5d} images, {r['captions']} captions: image→caption top-1 {r['image_to_caption_top1']:.1%} "
           f"top-5 {r['image_to_caption_top5']:.1%}; caption→image top-1 {r['caption_to_image_top1']:.1%} top-5 {r['caption_to_image_top5']:.1%}")
 print("prompt AUC vs measured labels:", {w: round(float(a), 3) for w, a in zip(ATTRIBUTE_PROMPTS, auc)})
+clock.lap("metrics")
 
 # %% [markdown]
 # Do the attribute prompts mean what they say? For each prompt, the ROC AUC of its similarity to the held-out
@@ -203,6 +209,7 @@ for ax, i, t in zip(axes.ravel(), pick, top):
 fig.suptitle("held-out families: true caption (top), CLIP's two best captions", fontsize=9)
 save_figure(fig, fig_dir / "fig_clip_retrieval.png")
 plt.show()
+clock.lap("figures")
 
 # %% [markdown]
 # ## The attribute probe
@@ -232,6 +239,7 @@ print(f"probe: {sum(p.numel() for p in probe.parameters()) / 1e3:.0f} k paramete
 for name, a in accuracy.items():
     balanced = "–" if a["balanced_accuracy"] is None else f"{a['balanced_accuracy']:.1%}"
     print(f"{name:11s} accuracy {a['accuracy']:.1%}  balanced {balanced}  ({a['positives']}/{a['images']} positive)")
+clock.lap("training")
 
 # %%
 fig, ax = plt.subplots(1, 2, figsize=(11, 2.8))
@@ -240,6 +248,7 @@ ax[1].bar(list(accuracy), [a["balanced_accuracy"] or 0 for a in accuracy.values(
 ax[1].axhline(0.5, color="r", lw=0.8); ax[1].set_ylim(0, 1); ax[1].set_title("held-out balanced accuracy")
 save_figure(fig, out_dir / "attribute_probe.png")
 plt.show()
+clock.lap("figures")
 
 # %%
 head = (f"data `{data_dir}`, seed {seed}; evaluated on {len(hs)} glyphs of {len(heldout_styles)} styles of held-out font "
@@ -272,6 +281,7 @@ write_text_atomic(out_dir / "metrics.json", json.dumps(
     {"retrieval": scores, "prompt_auc": {w: None if a.isnan() else float(a) for w, a in zip(ATTRIBUTE_PROMPTS, auc)}, "probe": accuracy,
      "clip_parameters": n_params, "clip_bytes": clip_size_bytes(clip_dir), "seed": seed}, indent=1))
 print("\n".join(lines + [""] + plines))
+clock.lap("figures")
 
 # %% [markdown]
 # ## Recap

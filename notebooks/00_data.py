@@ -45,6 +45,7 @@ from tagelib.glyphs.dataset import SPLITS, GlyphDataset
 from tagelib.paths import resolve
 from tagelib.write_guard import output_dirs
 from tagelib.plotting import image_grid, save_figure
+from tagelib.timing import Stopwatch
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
@@ -59,6 +60,7 @@ grid_categories: int = 62  # columns (categories) in that grid
 # %%
 check_choice("image_size", image_size, [32, 64])
 out_dir, fig_dir = output_dirs(run_dir, figures_dir, "00_data")
+clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebook>/stage_seconds.json
 rng = np.random.default_rng(seed)
 
 # %% [markdown]
@@ -73,6 +75,7 @@ rng = np.random.default_rng(seed)
 ds = GlyphDataset.load(resolve(data_dir), image_size)
 stats = summary.counts(ds)
 print(json.dumps(stats, indent=1))
+clock.lap("set-up")
 
 # %% [markdown]
 # ## Styles x categories
@@ -158,6 +161,7 @@ table = summary.markdown_table({
 write_text_atomic(fig_dir / "table_dataset.md", "# Glyph dataset (data/glyphs, embedded default)\n\n" + table)
 write_text_atomic(out_dir / "summary.json", json.dumps(stats, indent=1))
 print(table)
+clock.lap("figures")
 
 # %% [markdown]
 # ## Recap

@@ -51,6 +51,7 @@ from tagelib.judge import (GlyphJudge, JudgeConfig, JudgeTrainConfig, homoglyph_
 from tagelib.paths import checkpoint_file, resolve
 from tagelib.write_guard import output_dirs, output_path
 from tagelib.plotting import confusion_strip, image_grid, save_figure, smooth
+from tagelib.timing import Stopwatch
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
@@ -75,10 +76,12 @@ torch.set_num_threads(threads)
 torch.manual_seed(seed)
 target = pick_device(device)
 out_dir, fig_dir = output_dirs(run_dir, figures_dir, "00_judge")
+clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebook>/stage_seconds.json
 ds = load_dataset(dataset, data_dir)
 parts = judge_split(ds, val_fraction=val_fraction, seed=seed)
 for name, (s, c) in parts.items():
     print(f"{name:10s} {len(s):7d} glyphs, {len(set(s.tolist())):5d} styles, {len(set(c.tolist())):3d} categories")
+clock.lap("set-up")
 
 # %% [markdown]
 # ## Train or load
@@ -117,6 +120,7 @@ info = model.training_info
 n_params = sum(p.numel() for p in model.parameters())
 print(f"judge: {n_params / 1e6:.2f} M parameters, {checkpoint_file(resolve(judge)).stat().st_size / 1e6:.2f} MB; "
       f"trained {info['train']['steps']} steps on {info['train_glyphs']} real glyphs in {info['train_seconds'] / 60:.1f} min")
+clock.lap("training")
 
 # %%
 fig, ax = plt.subplots(1, 2, figsize=(10, 2.8))
@@ -124,6 +128,7 @@ ax[0].plot(smooth(info["history"]["loss"], 50)); ax[0].set_title("training loss 
 ax[1].plot(smooth(info["history"]["accuracy"], 50)); ax[1].set_title("training-batch accuracy (augmented)"); ax[1].set_xlabel("step")
 save_figure(fig, out_dir / "judge_training.png")
 plt.show()
+clock.lap("figures")
 
 # %% [markdown]
 # ## How good is the ruler?
@@ -143,6 +148,7 @@ for name, a in accuracy.items():
     unseen = "" if a["unseen"] is None else f", unseen {a['unseen']:.1%} (strict {a['unseen_strict']:.1%})"
     print(f"{name:10s} {a['n']:6d} glyphs: all {a['all']:.1%} (strict {a['all_strict']:.1%}){unseen}")
 print(f"held-out glyphs of the training families, overall: {overall['all']:.1%} (strict {overall['all_strict']:.1%})")
+clock.lap("metrics")
 
 # %%
 ref = accuracy["reference"]["per_category"]
@@ -189,6 +195,7 @@ write_text_atomic(out_dir / "metrics.json", json.dumps(
     {"accuracy": {k: {f: v for f, v in a.items() if f != "predicted"} for k, a in accuracy.items()},
      "overall_training_families": overall, "homoglyphs": model.homoglyphs, "parameters": n_params, "seed": seed}, indent=1))
 print("\n".join(lines))
+clock.lap("figures")
 
 # %% [markdown]
 # ## Recap

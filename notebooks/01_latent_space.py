@@ -76,6 +76,7 @@ from tagelib.write_guard import output_dirs, output_path
 from tagelib.perceptual import load_lpips, lpips_distance
 from tagelib.factorize import residuals
 from tagelib.plotting import image_grid, save_figure, smooth, verdict_figure, verdict_grid
+from tagelib.timing import Stopwatch
 from tagelib.stylegan2 import Discriminator, DiscriminatorConfig
 
 # %% tags=["parameters"]
@@ -130,12 +131,14 @@ torch.manual_seed(seed)
 target = pick_device(device)  # training from scratch (the glyphs) stays on the CPU; everything after it runs here
 rng = np.random.default_rng(seed)
 out_dir, fig_dir = output_dirs(run_dir, figures_dir, "01_latent_space")
+clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebook>/stage_seconds.json
 ds = load_dataset(dataset, data_dir)
 lpips_alex, lpips_vgg = load_lpips("alex", device=target), load_lpips("vgg", device=target)
 print("LPIPS backbones:", lpips_alex.backbone_source, "|", lpips_vgg.backbone_source)
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,  # judge: 00_judge
                                extractors=fd_extractors, inception_dir=inception_dir,
                                floor_cache=out_dir.parent / "collapse_floor.json")
+clock.lap("set-up")
 
 # %% [markdown]
 # ## Build or load E and G
@@ -179,6 +182,7 @@ model.to_device(target, amp)
 info = model.training_info
 n_params = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("encoder", "decoder")}
 print(f"E {n_params['encoder'] / 1e6:.2f} M, G {n_params['decoder'] / 1e6:.2f} M parameters; {model.provenance()}")
+clock.lap("training")
 
 # %% [markdown]
 # ## Loss curves
@@ -195,6 +199,7 @@ if hist:
         ax.set_title(title); ax.set_xlabel("step"); ax.legend()
     save_figure(fig, out_dir / "loss_curves.png")
     plt.show()
+clock.lap("figures")
 
 # %% [markdown]
 # ## Reconstructions of unseen categories
@@ -227,6 +232,7 @@ verdict_grid(torch.stack(rows), torch.stack([ruler.recognised(r, show_cats) for 
 save_figure(fig, fig_dir / "fig_latent_reconstruction.png")
 plt.show()
 print(json.dumps(results, indent=1))
+clock.lap("metrics")
 
 # %% [markdown]
 # ## Before and after: the paper's inversion (E alone) and the pipeline's (E + refinement)
@@ -285,6 +291,7 @@ path = torch.stack([model.decode_batched((1 - t) * wa[:4] + t * wb[:4]) for t in
 image_grid(path, ax=axes[1], title="interpolation in W+")
 save_figure(fig, out_dir / "mixing_interpolation.png")
 plt.show()
+clock.lap("figures")
 
 # %% [markdown]
 # ## Cross-category attribute transfer
@@ -308,6 +315,7 @@ for fonts_name, fonts in [("training fonts", train_styles), ("held-out families"
 results["transfer_lpips"] = transfer
 for k, v in transfer.items():
     print(f"{k:40s} transfer {v['transfer']:.4f}   w̄ only {v['class_mean_only']:.4f}   other font {v['random_other_font']:.4f}")
+clock.lap("metrics")
 
 # %%
 pairs = latent_eval.transfer_pairs(ds, heldout_styles, ds.unseen, ds.unseen, 10, rng)
@@ -322,6 +330,7 @@ verdict_grid(torch.stack([src, moved, truth]), torch.stack(verdicts), ax=ax,
              row_labels=["source", "transferred", "truth"], title="unseen→unseen transfer, held-out fonts (judge verdicts)")
 save_figure(fig, fig_dir / "fig_latent_transfer.png")
 plt.show()
+clock.lap("figures")
 
 # %% [markdown]
 # ## Does the latent space keep the character? The judge's verdict
@@ -372,6 +381,7 @@ for name, ev in evals.items():
     print(f"{name:38s} judge {m['preservation']:6.1%}  FD-domain {m['FD-domain']:7.2f}  FD-VGG16 {m['FD-VGG16']:6.2f}  "
           f"div {m['lpips_diversity']:.3f}  collapse {m['collapse_rate']:6.1%}  ({m['seconds']['generate'] + m['seconds']['metrics']:.0f} s)")
 print(f"few-shot classification gain, {gain_row}:", json.dumps(gain, indent=1))
+clock.lap("evaluation")
 
 # %%
 shown = ["real glyphs (ceiling)", "E→G reconstruction", *[n for n in evals if n.startswith("refined")],
@@ -379,6 +389,7 @@ shown = ["real glyphs (ceiling)", "E→G reconstruction", *[n for n in evals if 
 fig = verdict_figure({n: evals[n] for n in shown}, ds.categories, n_show=8)
 save_figure(fig, fig_dir / "fig_verdicts_latent.png")
 plt.show()
+clock.lap("figures")
 
 # %%
 results["evaluation"] = {name: {k: v for k, v in ev.metrics.items() if k != "per_category"} for name, ev in evals.items()}
@@ -427,6 +438,7 @@ rows = [report.table_row(name, ev.metrics, gain if name == gain_row else None, u
 report.save_rows(out_dir, rows, report.provenance(data_dir, seed, ruler))
 print(report.write_baseline_table(run_dir, fig_dir))
 results["heldout_recognition"] = heldout
+clock.lap("metrics")
 
 # %% [markdown]
 # ## Ablation: what each change buys
@@ -463,6 +475,7 @@ if ablation_steps > 0:
                                 out_dir / "ablation.json", residual_styles,
                                 glyph_latent_config(style_dim, gen_widths, enc_units, enc_widths), target_images=target_images)
     print(ablation_table(variant_rows))
+clock.lap("sweeps")
 
 # %% [markdown]
 # ## Throughput on this machine
@@ -473,6 +486,7 @@ results["parameters"] = n_params
 results["seed"] = seed
 print(results["throughput"])
 write_text_atomic(out_dir / "metrics.json", json.dumps(results, indent=1))
+clock.lap("metrics")
 
 # %%
 rec = results["reconstruction_unseen"]
@@ -495,6 +509,7 @@ lines.append(f"| weights | {model.provenance()} |")
 lines += ["", "Judge recognition of unseen characters (`latent_eval.judge_targets`, homoglyphs merged):", "", *target_lines]
 report.write_table(fig_dir / "table_latent_space.md", "\n".join(lines) + "\n", data_dir)
 print("\n".join(lines))
+clock.lap("figures")
 
 # %% [markdown]
 # ## Recap

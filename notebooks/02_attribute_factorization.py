@@ -39,6 +39,7 @@ from tagelib.atomic import write_text_atomic
 from tagelib.checkpoints import save_module
 from tagelib.factorize import residuals
 from tagelib.plotting import save_figure, smooth, verdict_figure
+from tagelib.timing import Stopwatch
 from tagelib.stages import StageRunner
 
 # %% tags=["parameters"]
@@ -77,6 +78,7 @@ refine_lr: float = 0.03  # Adam learning rate of that refinement
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng, dist = fewshot.editing_context(
     "02_attribute_factorization", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset, device, amp)
+clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebook>/stage_seconds.json
 
 # %% [markdown]
 # ## Inverting the shots
@@ -90,6 +92,7 @@ ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng, dist = fewshot.editi
 invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
 print(f"shot inversion: E + {refine_steps} refinement steps; {invert.refined} shot-pool images in {invert.seconds:.0f} s "
       f"({1000 * invert.seconds_per_shot:.0f} ms per shot, batch 256, {threads} threads)")
+clock.lap("inversion")
 
 # %% [markdown]
 # ## Class embeddings and residuals
@@ -103,6 +106,7 @@ seen_labels, class_emb = fewshot.seen_class_embeddings(w, labels, ds)  # (N,), (
 a = residuals(w, class_emb[seen_labels], S)  # (N, |S|, D)
 print(f"{len(w)} codes of {len(ds.seen)} seen categories; residual norm / code norm: "
       f"{a.norm(dim=-1).mean() / w[:, S].norm(dim=-1).mean():.3f}")
+clock.lap("set-up")
 
 # %% [markdown]
 # Do the residuals carry the font's style rather than the category? A 2-D projection (PCA) of the
@@ -121,6 +125,7 @@ for ax, (key, values) in zip(axes[:2], ds.sample_attributes(style_ids.numpy(), l
 axes[2].scatter(xy[:, 0], xy[:, 1], c=seen_labels.numpy(), s=2, cmap="tab20"); axes[2].set_title("colour = category")
 save_figure(fig, out_dir / "residual_pca.png")
 plt.show()
+clock.lap("figures")
 
 # %% [markdown]
 # ## Which layers to edit?
@@ -142,6 +147,7 @@ layer_choice = {}
 for cand in layer_sets.split("|"):
     layer_choice[cand] = fewshot.transfer_error(model, ds, pairs, emb3, [int(i) for i in cand.split(",")], lpips_alex)
     print(f"S = {cand:18s} transfer LPIPS-alex {layer_choice[cand]:.4f}")
+clock.lap("metrics")
 
 # %% [markdown]
 # ## AGE: dictionary, coefficients, training
@@ -168,6 +174,7 @@ for k in ("l2", "lpips", "sparse"):
 ax.set_yscale("log"); ax.legend(); ax.set_xlabel("step"); ax.set_title(f"AGE training ({age_seconds:.0f} s)")
 save_figure(fig, out_dir / "age_loss.png")
 plt.show()
+clock.lap("training")
 
 # %% [markdown]
 # ## Transfer with continuous residuals vs AGE reconstructions, k = 1 and 3 shots
@@ -185,6 +192,7 @@ for k in (1, 3):
             "AGE": fewshot.transfer_error(model, ds, pairs, emb_k, S, lpips_alex, edit=age_reconstruct),
         }
 print(json.dumps(metrics["transfer"], indent=1))
+clock.lap("metrics")
 
 # %% [markdown]
 # ## AGE generation, judged
@@ -211,6 +219,7 @@ for name, ev in evals.items():
     print(f"{name:18s} judge {m['preservation']:6.1%}  FD-domain {m['FD-domain']:7.2f}  FD-VGG16 {m['FD-VGG16']:6.2f}  "
           f"div {m['lpips_diversity']:.3f}  collapse {m['collapse_rate']:6.1%}  ({m['seconds']['generate'] + m['seconds']['metrics']:.0f} s)")
 print(f"few-shot classification gain, AGE α={alpha:g}:", json.dumps(gain, indent=1))
+clock.lap("evaluation")
 
 # %%
 fig = verdict_figure(evals, ds.categories, n_show=8)
@@ -228,6 +237,7 @@ metrics["evaluation"] = {name: {k: v for k, v in ev.metrics.items() if k != "per
 metrics["few_shot_gain"] = gain
 write_text_atomic(out_dir / "metrics.json", json.dumps({**metrics, "layer_choice": layer_choice, "heldout_recognition": heldout,
                                                     "shot_inversion_ms_per_shot": 1000 * invert.seconds_per_shot}, indent=1))
+clock.lap("figures")
 
 # %% [markdown]
 # ## Recap

@@ -42,6 +42,7 @@ from tagelib.codebook import Codebook, CodebookConfig
 from tagelib.factorize import compose, residuals
 from tagelib.perceptual import lpips_distance
 from tagelib.plotting import save_figure, smooth, verdict_figure
+from tagelib.timing import Stopwatch
 from tagelib.stages import StageRunner
 
 # %% tags=["parameters"]
@@ -80,6 +81,7 @@ refine_lr: float = 0.03  # Adam learning rate of that refinement
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng, dist = fewshot.editing_context(
     "03_codebook_learning", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset, device, amp)
+clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebook>/stage_seconds.json
 
 # %% [markdown]
 # ## Inverting the shots
@@ -98,6 +100,7 @@ w, labels, _, _ = fewshot.training_codes(model, ds, max_styles, seed)
 seen_labels, seen_emb = fewshot.seen_class_embeddings(w, labels, ds)
 class_emb = seen_emb[seen_labels]  # (N, L, D) per sample
 print(f"{len(w)} training codes, {len(w) * len(S)} residual vectors of dimension {w.shape[-1]}")
+clock.lap("inversion")
 
 # %% [markdown]
 # ## Training the codebook
@@ -126,6 +129,7 @@ per_layer = [torch.unique(idx_all[:, i]).numel() for i in range(len(S))]
 axes[2].bar([str(l) for l in S], per_layer); axes[2].set_title("distinct codes per edited layer")
 save_figure(fig, fig_dir / "fig_codebook_usage.png")
 plt.show()
+clock.lap("training")
 
 # %% [markdown]
 # ## Codebook size sweep
@@ -152,6 +156,7 @@ ax[0].plot(ns, [sweep[n]["recon_lpips"] for n in ns], "o-"); ax[0].set_xscale("l
 ax[1].plot(ns, [sweep[n]["perplexity"] for n in ns], "o-"); ax[1].set_xscale("log"); ax[1].set_yscale("log"); ax[1].set_title("perplexity vs N")
 save_figure(fig, out_dir / "codebook_sweep.png")
 plt.show()
+clock.lap("sweeps")
 
 # %% [markdown]
 # ## Generation for unseen categories: transfer, NN matching and k-nearest sampling
@@ -177,6 +182,7 @@ for k in (1, 3):
         "continuous": fewshot.transfer_error(model, ds, pairs, emb_k, S, lpips_alex),
         "CLM": fewshot.transfer_error(model, ds, pairs, emb_k, S, lpips_alex, edit=quantize_edit)}
 print(json.dumps({k: metrics[k] for k in ("transfer", "usage", "perplexity")}, indent=1))
+clock.lap("metrics")
 
 # %%
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,
@@ -193,6 +199,7 @@ for name, ev in evals.items():
     print(f"{name:28s} judge {m['preservation']:6.1%}  FD-domain {m['FD-domain']:7.2f}  FD-VGG16 {m['FD-VGG16']:6.2f}  "
           f"div {m['lpips_diversity']:.3f}  collapse {m['collapse_rate']:6.1%}  ({m['seconds']['generate'] + m['seconds']['metrics']:.0f} s)")
 print("few-shot classification gain:", json.dumps(gains, indent=1))
+clock.lap("evaluation")
 
 # %%
 fig = verdict_figure(evals, ds.categories, n_show=8)
@@ -208,6 +215,7 @@ metrics["few_shot_gain"] = gains
 metrics["heldout_recognition"] = heldout
 metrics["shot_inversion_ms_per_shot"] = 1000 * invert.seconds_per_shot
 write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=1))
+clock.lap("figures")
 
 # %% [markdown]
 # ## Recap

@@ -58,6 +58,7 @@ from tagelib.cpm_train import CPMTrainConfig, code_statistics, load_codebook, se
 from tagelib.factorize import class_embeddings, compose
 from tagelib.paths import require
 from tagelib.plotting import save_figure, smooth, verdict_figure
+from tagelib.timing import Stopwatch
 from tagelib.stages import StageRunner
 
 # %% tags=["parameters"]
@@ -113,12 +114,14 @@ throughput_batch: int = 256  # batch of the sampling-throughput measurement
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng, dist = fewshot.editing_context(
     "04_code_prediction", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset, device, amp)
+clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebook>/stage_seconds.json
 cb = load_codebook(codebook, S)
 invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
 data, styles, images = seen_code_data(model, ds, cb, S, max_styles, seed)
 w = data.w
 print(f"{len(w)} training codes of {len(ds.seen)} seen characters; codebook N = {cb.config.num_codes}, |S| = {len(S)}; "
       f"shots: E + {refine_steps} refinement steps")
+clock.lap("set-up and inversion")
 
 # %% [markdown]
 # ## Training the CPM
@@ -146,6 +149,7 @@ for ax, key in zip(axes, ("ce", "l2", "accuracy")):
 fig.suptitle(f"CPM training: {n_params / 1e6:.2f} M parameters, {cpm_steps} steps × {cpm_batch}, {cpm_seconds:.0f} s", y=1.04)
 save_figure(fig, fig_dir / "fig_cpm_training.png")
 plt.show()
+clock.lap("training")
 
 # %% [markdown]
 # ## Why it is not NN matching in disguise
@@ -174,6 +178,7 @@ if control_steps:
     codes_table["control, p(codes | own code)"] = code_statistics(control, shot_codes, history=control_hist,
                                                                    condition="own_code", **code_stats)
 print(json.dumps(codes_table, indent=1))
+clock.lap("metrics")
 
 # %% [markdown]
 # ## Generation for unseen characters, k = 1 and 3, judged
@@ -209,11 +214,13 @@ for name, ev in evals.items():
     m = ev.metrics
     print(f"{name:52s} judge {m['preservation']:6.1%}  FD-domain {m['FD-domain']:6.2f}  FD-VGG16 {m['FD-VGG16']:6.2f}  "
           f"div {m['lpips_diversity']:.4f}  collapse {m['collapse_rate']:6.1%}")
+clock.lap("evaluation")
 
 # %%
 fig = verdict_figure({n: evals[n] for n in list(evals)[:2] + ["NN matching, k=3"]}, ds.categories, n_show=8)
 save_figure(fig, fig_dir / "fig_cpm_generation.png")
 plt.show()
+clock.lap("figures")
 
 # %% [markdown]
 # ## Temperature: the preservation–diversity trade-off
@@ -257,6 +264,7 @@ ax.set_xlabel("LPIPS-vgg diversity (32 px) →"); ax.set_ylabel("judge top-1 (ca
 ax.set_title(f"k = 3, {sweep_generated} images per unseen character"); ax.legend(fontsize=8)
 save_figure(fig, fig_dir / "fig_cpm_temperature.png")
 plt.show()
+clock.lap("sweeps")
 
 # %% [markdown]
 # ## Few-shot classification gain, held-out fonts and sampling throughput
@@ -279,6 +287,7 @@ print("few-shot classification gain:", json.dumps(gains, indent=1))
 print("judge top-1 with shots from held-out families:", {k: f"{v:.1%}" for k, v in heldout.items()})
 print(f"sampling throughput, batch {throughput_batch}: CPM {throughput['cpm_images_per_s']:.0f} codes/s, "
       f"CPM + G {throughput['cpm_and_decode_images_per_s']:.0f} images/s ({threads} threads)")
+clock.lap("metrics")
 
 # %%
 prov = report.provenance(data_dir, seed, ruler)
@@ -294,6 +303,7 @@ metrics = {"cpm_parameters": n_params, "cpm_train_seconds": cpm_seconds, "codes"
                             for v, m in pts] for name, pts in sweep.items()},
            "few_shot_gain": gains, "heldout_recognition": heldout}
 write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=1))
+clock.lap("figures")
 
 # %% [markdown]
 # ## Recap

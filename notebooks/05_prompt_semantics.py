@@ -57,6 +57,7 @@ from tagelib.cpm_train import CPMTrainConfig, load_codebook, load_cpm, seen_code
 from tagelib.paths import resolve
 from tagelib.prompts import embed_images, embed_texts, encode_images, load_clip_model, prompt_kit, word_list
 from tagelib.plotting import save_figure, smooth, verdict_grid
+from tagelib.timing import Stopwatch
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
@@ -110,6 +111,7 @@ refine_lr: float = 0.03  # Adam learning rate of that refinement
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng, dist = fewshot.editing_context(
     "05_prompt_semantics", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset, device, amp)
+clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebook>/stage_seconds.json
 cb = load_codebook(codebook, S)
 base_cpm, cpm_info = load_cpm(cpm)
 clip_model, tokenizer = load_clip_model(clip, clip_pretrained, dist.device)
@@ -118,6 +120,7 @@ invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
 data, styles, images = seen_code_data(model, ds, cb, S, max_styles, seed)
 print(f"CPM from notebook 04 ({cpm_info['train']['steps']} steps, {cpm_info['train_seconds']:.0f} s); CLIP: "
       f"{clip_model.source}, embedding size {clip_model.text_projection.shape[1]}")
+clock.lap("set-up and inversion")
 
 # %% [markdown]
 # ## Fine-tuning the CPM with prompts (PSM)
@@ -153,6 +156,7 @@ save_figure(fig, out_dir / "psm_training.png")
 plt.show()
 train_seconds = {"clip": clip_model.training_info.get("train_seconds"), "cpm": cpm_info["train_seconds"], "psm": psm_seconds}
 print("training wall time (s):", json.dumps(train_seconds))
+clock.lap("training")
 
 # %% [markdown]
 # ## Prompt grids
@@ -186,6 +190,7 @@ for ax, c in zip(axes, show):
     verdict_grid(grid, verdict, ax, row_labels=["(none)"] + prompt_words, title=f"'{ds.categories[c]}'")
 save_figure(fig, fig_dir / "fig_psm_prompt_grid.png")
 plt.show()
+clock.lap("evaluation")
 
 # %% [markdown]
 # ## Does the prompt work? Attribute probe, CLIP score and category preservation
@@ -251,6 +256,7 @@ lines += ["", "Classifier-free guidance g (TAGE (CPM + PSM), means over the prom
 lines += [f"| {g:g} | {r['probe_agrees']:.1%} | {r['clip_score']:.1f} | {r['judge']:.1%} |" for g, r in guidance_table.items()]
 report.write_table(fig_dir / "table_psm_prompts.md", "\n".join(lines) + "\n", data_dir)
 print("\n".join(lines))
+clock.lap("sweeps")
 
 # %% [markdown]
 # ## TAGE with PSM in the main table
@@ -279,6 +285,7 @@ write_text_atomic(out_dir / "metrics.json", json.dumps({
     "judge_cpm_no_psm": base_judge, "evaluation": {n: {k: v for k, v in ev.metrics.items() if k != "per_category"}
                                                    for n, ev in evals.items()},
     "few_shot_gain": gains, "heldout_recognition": heldout}, indent=1))
+clock.lap("evaluation")
 
 # %% [markdown]
 # ## Recap

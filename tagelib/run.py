@@ -42,6 +42,7 @@ from tagelib.folder_artefact import MANIFEST, FolderArtefactError, is_artefact, 
 from tagelib.paths import DATA_DIR, NOTEBOOKS_DIR, REPO_ROOT, checkpoint_file, resolve
 from tagelib.profiles import RUN_KEYS, available_notebooks, available_profiles, load_profile
 from tagelib.run_lock import HELD_ENV, RunFolderBusy, RunLock
+from tagelib.timing import read_stages, timing_table
 
 # A notebook writes the checkpoint named by the key when it declares the step count of the value and that
 # count is > 0 (notebook 01 trains E and G and saves them to `checkpoint`); otherwise it reads it.
@@ -512,13 +513,14 @@ def _run_plan(plan: Plan, prepare_only: bool) -> Path:
         print(note, file=sys.stderr)
     out_dir = plan.prepared_dir if prepare_only else plan.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings = {}
+    timings, stages = {}, {}
     bar = tqdm(plan.notebooks, desc=f"profile {plan.profile}", unit="notebook", disable=prepare_only)
     for name, params in bar:
         bar.set_postfix_str(name)
-        start = time.perf_counter()
+        start, started = time.perf_counter(), time.time()
         path = _execute(name, params, out_dir, prepare_only)
         timings[name] = round(time.perf_counter() - start, 2)
+        stages[name] = read_stages(resolve(plan.run_dir) / name, since=started)
         if not prepare_only:
             tqdm.write(f"{name}: {timings[name]:.1f} s -> {path}")
     if not prepare_only:
@@ -529,8 +531,29 @@ def _run_plan(plan: Plan, prepare_only: bool) -> Path:
         names = [n for n, _ in plan.notebooks]
         stem = "run_summary" if not only else f"run_summary_{'+'.join(names)}"
         write_text_atomic(resolve(plan.run_dir) / f"{stem}.json", json.dumps(summary, indent=2))
+        _write_timings(plan, {n: {"seconds": timings[n], "stages": stages[n]} for n in names})
         print(f"executed notebooks: {plan.out_dir}\nfigures and tables: {resolve(plan.figures_dir)}", file=sys.stderr)
     return out_dir
+
+
+def _write_timings(plan: Plan, timings: dict[str, dict]) -> None:
+    """`<run_dir>/timings.json` and the printed table; the publishing batch also commits it as
+    papers_figures/table_timings.md + .csv (columns notebook,seconds), with the machine in the provenance."""
+    from tagelib import report  # torch: imported once the notebooks have run
+
+    only, overrides = plan.selection
+    record = {"profile": plan.profile, "only": only, "overrides": overrides, "machine": report.machine(),
+              "commit": report.git_commit(), "date": time.strftime("%Y-%m-%d %H:%M"), "notebooks": timings,
+              "total_seconds": round(sum(t["seconds"] for t in timings.values()), 2)}
+    write_text_atomic(resolve(plan.run_dir) / "timings.json", json.dumps(record, indent=2))
+    markdown, csv = timing_table(timings)
+    print(f"\nwall time per notebook (profile {plan.profile}):\n{markdown}", file=sys.stderr)
+    if plan.publishes:
+        head = (f"# Wall time of `make reproduce` (profile {plan.profile}, unmodified batch)\n\n"
+                f"{record['date']}, commit `{record['commit']}`, {record['machine']}; stages as each notebook's "
+                "`Stopwatch` recorded them (`tagelib.timing`).\n\n")
+        write_text_atomic(W.PUBLISHED_FIGURES / "table_timings.md", head + markdown)
+        write_text_atomic(W.PUBLISHED_FIGURES / "table_timings.csv", csv)
 
 
 def main(argv: list[str] | None = None) -> None:
