@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help setup test unit nbval rehearsal reproduce smoke pretrain judge clip fonts dataset lab clean
+.PHONY: help setup test unit nbval rehearsal reproduce full smoke pretrain method judge clip fonts dataset lab clean
 
 help:
 	@echo "Targets (typical durations on 2 CPU cores, no GPU):"
@@ -47,6 +47,9 @@ rehearsal: setup
 reproduce: setup
 	$(PY) -m tagelib.run --profile tiny
 
+full: setup
+	$(PY) -m tagelib.run --profile full
+
 smoke: setup
 	$(PY) -m tagelib.run --profile smoke
 
@@ -55,6 +58,9 @@ pretrain: setup
 
 judge: setup
 	$(PY) -m tagelib.run --profile judge --only 00_judge
+
+method: setup
+	$(PY) -m tagelib.run --profile method
 
 clip: setup
 	$(PY) -m tagelib.run --profile clip --only 00_clip

@@ -66,7 +66,7 @@ from tagelib import evaluation, fewshot, generators, latent_eval, report
 from tagelib.atomic import write_text_atomic
 from tagelib.distributed import pick_device
 from tagelib.paper_data import load_dataset
-from tagelib.inversion import refine_codes
+from tagelib.inversion import ShotInverter, refine_codes
 from tagelib.latent import LatentSpace, glyph_latent_config, paper_latent_config
 from tagelib.latent_ablation import ablation_table, run_ablation
 from tagelib.latent_ablation import seen_residuals as seen_residuals_of
@@ -76,6 +76,7 @@ from tagelib.write_guard import output_dirs, output_path
 from tagelib.perceptual import load_lpips, lpips_distance
 from tagelib.factorize import residuals
 from tagelib.plotting import image_grid, save_figure, smooth, verdict_figure, verdict_grid
+from tagelib.run_cache import RunCache
 from tagelib.timing import Stopwatch
 from tagelib.stylegan2 import Discriminator, DiscriminatorConfig
 
@@ -112,15 +113,18 @@ eval_images: int = 512  # unseen-category images for the reconstruction metrics
 eval_pairs: int = 512  # glyph pairs per transfer setting
 refine_steps: int = 50  # refinement steps after E when inverting shots and for refined reconstructions (0: E alone)
 refine_lr: float = 0.03  # Adam learning rate of that refinement
+shipped_codes: bool = True  # a run folder without shot codes starts from those data/method ships (batch profiles: False, they compute)
 judge: str = "data/judge/glyph32_judge"  # the judge (classifier of real glyphs) from 00_judge
 eval_generated: int = 128  # generated images per unseen category (LoFGAN protocol)
 eval_real: int = 128  # real reference images per unseen category
-refine_images: int = 8  # images per unseen category for the refined-reconstruction row (0: skip the row)
+refine_images: int = 4  # images per unseen category for the refined-reconstruction row (0: skip the row)
+refine_eval_images: int = 32  # unseen images reconstructed with refinement beside E→G, LPIPS and PSNR (≤ eval_images)
+full_studies: bool = False  # also what the default batch leaves to the `full` profile: rows with E-alone shots, judge targets of refined shots
 residual_styles: int = 64  # training styles per seen category whose residuals continuous transfer draws
 episodes: int = 20  # few-shot classification episodes per shot count for continuous transfer (0: skip)
 episode_generated: int = 10  # generated images per class added to an episode's support set
 collapse_quantile: float = 0.01  # collapse floor: this quantile of LPIPS between distinct real fonts
-target_images: int = 32  # images per unseen category for the quick targets and held-out recognition (draws: 1/4)
+target_images: int = 16  # images per unseen category for the quick targets (3-shot draws: 1/8) and the refinement sweep (draws: 1/4)
 compare_checkpoint: str = ""  # another latent space (e.g. another recipe) measured beside this one ("": none)
 ablation_steps: int = 0  # > 0: also train the recipe variants from scratch for this many steps each (slow)
 ablation_variants: str = "base,pseudo,augment,augment+pseudo,no cross"  # the variants `ablation_steps` trains
@@ -132,12 +136,13 @@ target = pick_device(device)  # training from scratch (the glyphs) stays on the 
 rng = np.random.default_rng(seed)
 out_dir, fig_dir = output_dirs(run_dir, figures_dir, "01_latent_space")
 clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebook>/stage_seconds.json
+cache = RunCache.of_run(out_dir)  # work shared by the run's notebooks, keyed by content: <run_dir>/cache
 ds = load_dataset(dataset, data_dir)
 lpips_alex, lpips_vgg = load_lpips("alex", device=target), load_lpips("vgg", device=target)
 print("LPIPS backbones:", lpips_alex.backbone_source, "|", lpips_vgg.backbone_source)
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,  # judge: 00_judge
                                extractors=fd_extractors, inception_dir=inception_dir,
-                               floor_cache=out_dir.parent / "collapse_floor.json")
+                               floor_cache=out_dir.parent / "collapse_floor.json", cache=cache)
 clock.lap("set-up")
 
 # %% [markdown]
@@ -215,9 +220,13 @@ pick = torch.from_numpy(rng.choice(len(unseen_eval), size=min(eval_images, len(u
 x_eval = unseen_eval.images[pick]
 recon = latent_eval.reconstruction(model, x_eval, lpips_alex, lpips_vgg)
 results = {"reconstruction_unseen": recon}
-refine = lambda m, x: refine_codes(m, x, lambda a, b: lpips_distance(lpips_alex, a, b), steps=refine_steps, lr=refine_lr)
+invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr, cache, seed, shipped_codes)  # every shot pool, refined once per run
+print(invert.summary())
+refine = lambda m, x: invert(x) if m is model else refine_codes(m, x, lambda a, b: lpips_distance(lpips_alex, a, b),
+                                                                  steps=refine_steps, lr=refine_lr)  # any image, refined once
 if refine_steps > 0:
-    n_ref = min(128, len(x_eval))
+    n_ref = min(refine_eval_images, len(x_eval))
+    invert.warm(x_eval[:max(n_ref, 16)])  # in one batch: these and the 16 shown below
     results["reconstruction_unseen_refined"] = latent_eval.reconstruction(model, x_eval[:n_ref], lpips_alex, lpips_vgg,
                                                                           refine=refine)
     results["reconstruction_unseen_encoder_same_images"] = latent_eval.reconstruction(model, x_eval[:n_ref], lpips_alex,
@@ -249,12 +258,13 @@ pick_h = torch.from_numpy(show_rng.choice(len(heldout_unseen), size=12, replace=
 x_h, c_h = heldout_unseen.images[pick_h], heldout_unseen.category[pick_h]
 before = LatentSpace.load(resolve(compare_checkpoint)) if compare_checkpoint else None
 recon_rows = {"real": x_h, "E→G": model.decode_batched(model.encode_batched(x_h))}
+moves = latent_eval.transfer_pairs(ds, ds.split_info["heldout_styles"], ds.unseen, ds.unseen, 8, show_rng)
+source = ds.tensor(moves[:, 0], moves[:, 1])
 if refine_steps > 0:
+    invert.warm(torch.cat([x_h, source]))  # one batch for both panels
     recon_rows[f"E + {refine_steps} steps"] = model.decode_batched(refine(model, x_h))
 if before is not None:
     recon_rows["E→G, compare_checkpoint"] = before.decode_batched(before.encode_batched(x_h))
-moves = latent_eval.transfer_pairs(ds, ds.split_info["heldout_styles"], ds.unseen, ds.unseen, 8, show_rng)
-source = ds.tensor(moves[:, 0], moves[:, 1])
 mean_of = dict(zip(ds.unseen, latent_eval.category_means(model, ds, ds.unseen, ds.split_info["train_styles"],
                                                           max_styles=100, seed=seed)))
 shift = torch.stack([mean_of[t] - mean_of[c] for c, t in moves[:, 1:3]])
@@ -347,7 +357,9 @@ clock.lap("figures")
 #   its diversity is 0 and its collapse rate 1 by construction);
 # - **continuous transfer**: w̄ + the residual of a random seen-category training glyph, on all layers — the
 #   simplest diverse few-shot generator, and what every editing method refines;
-# - both again with the pipeline's inversion of the shots: E + `refine_steps` steps ("refined shots").
+# - both with the pipeline's inversion of the shots: E + `refine_steps` steps ("refined shots"); with
+#   `full_studies` (the `full` profile), both again with E alone, the paper's pure pSp inversion (the refinement
+#   sweep below measures that gap in every profile).
 
 # %%
 protocols = {k: evaluation.lofgan_protocol(ds, k, eval_generated, eval_real, seed) for k in (1, 3)}
@@ -355,16 +367,13 @@ w_seen, labels_seen, _, _ = fewshot.training_codes(model, ds, residual_styles, s
 seen_idx, seen_emb = fewshot.seen_class_embeddings(w_seen, labels_seen, ds)
 all_layers = list(range(model.n_latent))
 seen_residuals = residuals(w_seen, seen_emb[seen_idx], all_layers)  # (N, L, D)
-invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)  # E + refine_steps steps, shot pools refined once
-print(f"shot inversion: {invert.refined} shot-pool images refined in {invert.seconds:.0f} s "
-      f"({1000 * invert.seconds_per_shot:.0f} ms per shot, {refine_steps} steps, batch 256, {threads} threads)")
 methods = {"real glyphs (ceiling)": (generators.real_glyphs(protocols[3], seed), protocols[3]),
            "E→G reconstruction": (generators.reconstruction(model, protocols[3], seed), protocols[3])}
 if refine_images > 0 and refine_steps > 0:
-    methods[f"refined reconstruction ({refine_steps} steps)"] = (
-        generators.reconstruction(model, protocols[3], seed, refine=refine),
-        dataclasses.replace(protocols[3], n_generated=refine_images))
-for k in (1, 3):
+    few = dataclasses.replace(protocols[3], n_generated=refine_images)
+    invert.warm(evaluation.generate_all(generators.real_glyphs(few, seed), few, seed, progress=False).flatten(0, 1))  # one batch
+    methods[f"refined reconstruction ({refine_steps} steps)"] = (generators.reconstruction(model, few, seed, refine=refine), few)
+for k in (1, 3) if full_studies or refine_steps == 0 else ():
     methods[f"class embedding, k={k}"] = (generators.class_embedding(model), protocols[k])
     methods[f"continuous transfer, k={k}"] = (generators.continuous_transfer(model, seen_residuals, all_layers), protocols[k])
 if refine_steps > 0:
@@ -386,7 +395,7 @@ clock.lap("evaluation")
 # %%
 shown = ["real glyphs (ceiling)", "E→G reconstruction", *[n for n in evals if n.startswith("refined")],
          "class embedding, k=3", "continuous transfer, k=3", *[n for n in evals if n.endswith("k=3, refined shots")]]
-fig = verdict_figure({n: evals[n] for n in shown}, ds.categories, n_show=8)
+fig = verdict_figure({n: evals[n] for n in shown if n in evals}, ds.categories, n_show=8)
 save_figure(fig, fig_dir / "fig_verdicts_latent.png")
 plt.show()
 clock.lap("figures")
@@ -394,8 +403,8 @@ clock.lap("figures")
 # %%
 results["evaluation"] = {name: {k: v for k, v in ev.metrics.items() if k != "per_category"} for name, ev in evals.items()}
 results["few_shot_gain_continuous_transfer"] = gain
-results["shot_inversion"] = {"refine_steps": refine_steps, "images": invert.refined, "seconds": invert.seconds,
-                             "ms_per_shot": 1000 * invert.seconds_per_shot}
+results["shot_inversion"] = {"refine_steps": refine_steps, "refined_here": invert.refined, "from_cache": invert.from_cache,
+                             "seconds_here": invert.seconds, "ms_per_shot": 1000 * invert.seconds_per_shot}
 
 # %% [markdown]
 # ## The targets, on training fonts and on held-out families
@@ -403,12 +412,13 @@ results["shot_inversion"] = {"refine_steps": refine_steps, "images": invert.refi
 # The evaluation above follows the LoFGAN protocol on the training fonts' evaluation pools. Here the same
 # questions on both font sets, more quickly (`latent_eval.judge_targets`: `target_images` glyphs per unseen
 # category, an eighth as many random 3-shot draws per category): E→G reconstruction, the decoded 3-shot class embedding and 3-shot
-# continuous transfer — with E alone and with the pipeline's refined inversion of the shots (and for
-# `compare_checkpoint` when given).
+# continuous transfer — with E alone, and with `full_studies` also with the pipeline's refined inversion of the shots
+# (random held-out 3-shot sets, each refined: slow; the default batch has the refined shots' held-out recognition in
+# the baseline table's "held-out fonts" column instead), and for `compare_checkpoint` when given.
 
 # %%
 spaces = {"E alone": (model, seen_residuals, None)}
-if refine_steps > 0:
+if refine_steps > 0 and full_studies:  # refines random held-out 3-shot sets: the `full` profile's
     spaces[f"E + {refine_steps} steps"] = (model, seen_residuals, invert)
 if before is not None:
     spaces["compare_checkpoint, E alone"] = (before, seen_residuals_of(before, ds, residual_styles, seed), None)
@@ -426,11 +436,11 @@ print("\n".join(target_lines))
 
 # %% [markdown]
 # The rows of the baseline table (`papers_figures/table_baselines.*`), with the judge's recognition from shots in
-# held-out-family fonts beside the LoFGAN numbers (`evaluation.heldout_recognition`, `target_images` per category).
+# held-out-family fonts beside the LoFGAN numbers (`evaluation.heldout_recognition`, 32 images per category).
 
 # %%
 uses_shots = lambda name: not name.startswith(("real", "E→G", "refined"))
-heldout = {name: evaluation.heldout_recognition(fn, ds, ruler, proto.k, target_images, seed=seed)
+heldout = {name: evaluation.heldout_recognition(fn, ds, ruler, proto.k, seed=seed)  # 32 per category, as 02-05
            for name, (fn, proto) in methods.items() if uses_shots(name)}
 heldout["E→G reconstruction"] = targets["E alone"]["E→G, held-out families"]
 rows = [report.table_row(name, ev.metrics, gain if name == gain_row else None, uses_shots=uses_shots(name),
@@ -443,8 +453,8 @@ clock.lap("metrics")
 # %% [markdown]
 # ## Ablation: what each change buys
 #
-# **Shot inversion.** One refinement trajectory of every shot-pool image is recorded at several lengths
-# (`latent_eval.refinement_sweep`; 0 = E alone, the paper's inversion); at each, the decoded 3-shot class
+# **Shot inversion.** The one refinement trajectory of every shot-pool image, kept by the shot inverter at several
+# lengths (`latent_eval.refinement_sweep`; 0 = E alone, the paper's inversion); at each, the decoded 3-shot class
 # embedding and 3-shot continuous transfer are judged (training fonts, `target_images // 4` random 3-shot draws
 # per category), with the cost per shot on this machine.
 #
@@ -456,15 +466,14 @@ clock.lap("metrics")
 # (slow: 1.5–2.3 s per step here).
 
 # %%
-sweep_lengths = tuple(s for s in (0, 10, 25) if s < refine_steps) + (refine_steps,)
-recipes = {"shipped": (model, seen_residuals, "E alone")}
+recipes = {"shipped": (model, seen_residuals, "E alone", invert)}  # the shots' trajectories, kept by the inverter
 if before is not None:
-    recipes["compare_checkpoint"] = (before, spaces["compare_checkpoint, E alone"][1], "compare_checkpoint, E alone")
-perceptual_alex = lambda a, b: lpips_distance(lpips_alex, a, b)
-sweeps = {name: latent_eval.refinement_sweep(m, ds, ruler, r, perceptual_alex, sweep_lengths,
-                                             draws=max(1, target_images // 4), seed=seed, lr=refine_lr)
-          for name, (m, r, _) in recipes.items()}
-ablation_text = latent_eval.recipe_table({name: (m, targets[key], sweeps[name]) for name, (m, _, key) in recipes.items()})
+    perceptual_alex = lambda a, b: lpips_distance(lpips_alex, a, b)
+    recipes["compare_checkpoint"] = (before, spaces["compare_checkpoint, E alone"][1], "compare_checkpoint, E alone",
+                                     ShotInverter(before, refine_steps, perceptual_alex, refine_lr, record_at=invert.record_at))
+sweeps = {name: latent_eval.refinement_sweep(m, ds, ruler, r, inv, draws=max(1, target_images // 4), seed=seed)
+          for name, (m, r, _, inv) in recipes.items()}
+ablation_text = latent_eval.recipe_table({name: (m, targets[key], sweeps[name]) for name, (m, _, key, _) in recipes.items()})
 report.write_table(fig_dir / "table_latent_ablation.md", "# Shot-inversion ablation (notebook 01)\n\n" + ablation_text +
                    f"\n\nJudge recognition of unseen characters (homoglyphs merged), seed {seed}, {report.machine()}.\n",
                    data_dir)
@@ -504,7 +513,7 @@ for k, v in transfer.items():
 tp = results["throughput"]
 lines.append(f"| encode / decode throughput (batch {tp['batch_size']}, {tp['threads']} threads) | {tp['encode_img_per_s']:.0f} / {tp['decode_img_per_s']:.0f} img/s |")
 si = results["shot_inversion"]
-lines.append(f"| shot inversion: E + {refine_steps} refinement steps (batch 256, {threads} threads) | {si['ms_per_shot']:.0f} ms per shot |")
+lines.append(f"| shot inversion: E + {refine_steps} refinement steps (batch {invert.batch_size}, {threads} threads) | {si['ms_per_shot']:.0f} ms per shot |")
 lines.append(f"| weights | {model.provenance()} |")
 lines += ["", "Judge recognition of unseen characters (`latent_eval.judge_targets`, homoglyphs merged):", "", *target_lines]
 report.write_table(fig_dir / "table_latent_space.md", "\n".join(lines) + "\n", data_dir)

@@ -39,7 +39,9 @@ from tagelib.atomic import write_text_atomic
 from tagelib.checkpoints import save_module
 from tagelib.factorize import residuals
 from tagelib.plotting import save_figure, smooth, verdict_figure
+from tagelib.run_cache import RunCache
 from tagelib.timing import Stopwatch
+from tagelib.write_guard import output_path
 from tagelib.stages import StageRunner
 
 # %% tags=["parameters"]
@@ -69,16 +71,21 @@ judge: str = "data/judge/glyph32_judge"  # the judge (classifier of real glyphs)
 eval_generated: int = 128  # generated images per unseen category (LoFGAN protocol)
 eval_real: int = 128  # real reference images per unseen category
 alpha_sweep: str = "0.25,0.5"  # smaller AGE edit strengths evaluated beside alpha, with 1 shot
+sweep_generated: int = 32  # generated images per unseen category for each α sweep point (the `n / cat.` column)
 episodes: int = 20  # few-shot classification episodes per shot count for AGE (0: skip)
 episode_generated: int = 10  # generated images per class added to an episode's support set
 collapse_quantile: float = 0.01  # collapse floor: this quantile of LPIPS between distinct real fonts
 refine_steps: int = 50  # refinement steps after E when inverting the shots (0: E alone, pSp's pure inversion)
 refine_lr: float = 0.03  # Adam learning rate of that refinement
+shipped_codes: bool = True  # a run folder without shot codes starts from those data/method ships (batch profiles: False, they compute)
+ship_codes_as: str = ""  # also save the run's shot codes as this shipped file (`make method`: data/method/shot_codes)
+ship_as: str = ""  # also save the trained AGE as this shipped checkpoint (`make method`: data/method/age; "": run folder only)
 
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng, dist = fewshot.editing_context(
     "02_attribute_factorization", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset, device, amp)
 clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebook>/stage_seconds.json
+cache = RunCache.of_run(out_dir)  # work shared by the run's notebooks, keyed by content: <run_dir>/cache
 
 # %% [markdown]
 # ## Inverting the shots
@@ -89,9 +96,10 @@ clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebo
 # measures what that buys; here we pay it once for every image of the shot pools, and the methods below reuse it.
 
 # %%
-invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
-print(f"shot inversion: E + {refine_steps} refinement steps; {invert.refined} shot-pool images in {invert.seconds:.0f} s "
-      f"({1000 * invert.seconds_per_shot:.0f} ms per shot, batch 256, {threads} threads)")
+invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr, cache, seed, shipped_codes)
+print(invert.summary())
+if ship_codes_as:  # `make method`: the codes a notebook opened on a fresh clone starts from
+    invert.save_as(output_path("ship_codes_as", ship_codes_as, run_dir))
 clock.lap("inversion")
 
 # %% [markdown]
@@ -167,7 +175,10 @@ t0 = time.perf_counter()
 age_hist = runner.age(age_model, w, seen_labels, class_emb, images, steps=age_steps, batch_size=age_batch, seed=seed)
 age_seconds = time.perf_counter() - t0
 gaussian = age_lib.fit_coefficient_gaussian(age_model, w, class_emb[seen_labels])
-save_module(out_dir / "age", age_model, {"age": age_cfg.to_dict(), "train_seconds": age_seconds})
+age_info = {"age": age_cfg.to_dict(), "train_seconds": age_seconds}
+save_module(out_dir / "age", age_model, age_info)
+if ship_as:  # `make method`: also the shipped checkpoint that notebook 04 falls back to
+    save_module(output_path("ship_as", ship_as, run_dir), age_model, age_info)
 fig, ax = plt.subplots(figsize=(6, 3))
 for k in ("l2", "lpips", "sparse"):
     ax.plot(smooth(age_hist[k], 20), label=k)
@@ -201,17 +212,19 @@ clock.lap("metrics")
 # categories (1-shot editing; with k = 3 the samples cycle over the shots). We evaluate it with the ruler of
 # `tagelib.evaluation` (LoFGAN protocol, 24 unseen categories × `eval_generated` images): does the judge still
 # recognise the character, how far is the set from real glyphs (FD), how diverse is it and how often does it
-# collapse? `α` sets how far an edit moves off the shot: a small sweep shows the trade-off between diversity
-# and staying the intended character.
+# collapse? `α` sets how far an edit moves off the shot: a small sweep (`sweep_generated` images per category, the
+# table's `n / cat.`; Fréchet distances of smaller sets run higher, so compare its FD only within the sweep) shows the
+# trade-off between diversity and staying the intended character.
 
 # %%
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,
                                extractors=fd_extractors, inception_dir=inception_dir,
-                               floor_cache=out_dir.parent / "collapse_floor.json")
+                               floor_cache=out_dir.parent / "collapse_floor.json", cache=cache)
 protocols = {k: evaluation.lofgan_protocol(ds, k, eval_generated, eval_real, seed) for k in (1, 3)}
-runs = [(alpha, 1), (alpha, 3)] + [(float(a), 1) for a in alpha_sweep.split(",") if float(a) != alpha]
-evals = {f"AGE α={a:g}, k={k}": evaluation.evaluate(generators.age(model, age_model, gaussian, a, invert), protocols[k], ruler,
-                                                     seed=seed, desc=f"AGE α={a:g}, k={k}") for a, k in runs}
+protocols["sweep"] = evaluation.lofgan_protocol(ds, 1, sweep_generated, eval_real, seed)  # the α sweep: fewer images
+runs = [(alpha, 1, 1), (alpha, 3, 3)] + [(float(a), 1, "sweep") for a in alpha_sweep.split(",") if float(a) != alpha]
+evals = {f"AGE α={a:g}, k={k}": evaluation.evaluate(generators.age(model, age_model, gaussian, a, invert), protocols[p], ruler,
+                                                     seed=seed, desc=f"AGE α={a:g}, k={k}") for a, k, p in runs}
 gain = evaluation.few_shot_gain(generators.age(model, age_model, gaussian, alpha, invert), ds, episodes=episodes,
                                 n_generated=episode_generated, seed=seed) if episodes else None
 for name, ev in evals.items():
@@ -226,7 +239,7 @@ fig = verdict_figure(evals, ds.categories, n_show=8)
 save_figure(fig, fig_dir / "fig_age_samples.png")
 plt.show()
 main_row = f"AGE α={alpha:g}, k=1"
-age_fns = {f"AGE α={a:g}, k={k}": (generators.age(model, age_model, gaussian, a, invert), k) for a, k in runs}
+age_fns = {f"AGE α={a:g}, k={k}": (generators.age(model, age_model, gaussian, a, invert), k) for a, k, _ in runs}
 heldout = {name: evaluation.heldout_recognition(fn, ds, ruler, k, seed=seed) for name, (fn, k) in age_fns.items()}
 print("judge top-1 with shots from held-out families:", {k: f"{v:.1%}" for k, v in heldout.items()})
 rows = [report.table_row(name, ev.metrics, gain if name == main_row else None, heldout=heldout[name])

@@ -42,7 +42,9 @@ from tagelib.codebook import Codebook, CodebookConfig
 from tagelib.factorize import compose, residuals
 from tagelib.perceptual import lpips_distance
 from tagelib.plotting import save_figure, smooth, verdict_figure
+from tagelib.run_cache import RunCache
 from tagelib.timing import Stopwatch
+from tagelib.write_guard import output_path
 from tagelib.stages import StageRunner
 
 # %% tags=["parameters"]
@@ -62,10 +64,10 @@ max_styles: int = 300  # training-family styles per seen category used to fit th
 edit_layers: str = "0,1,2,3,4,5,6,7"  # S, the edited layers (notebook 02 explains the choice)
 num_codes: int = 1024  # N, codebook size for glyphs
 beta: float = 0.25  # commitment weight
-clm_steps: int = 600  # codebook training steps
+clm_steps: int = 200  # codebook training steps
 clm_batch: int = 64  # codes per step
-sweep_sizes: str = "64,256,1024,4096"  # codebook sizes compared
-sweep_steps: int = 150  # training steps per sweep point
+sweep_sizes: str = "64,256,1024"  # codebook sizes compared
+sweep_steps: int = 30  # training steps per sweep point (the figure says how many)
 knn_k: int = 8  # k-nearest sampling: candidates per layer
 knn_temperature: float = 1.0  # relative to the mean squared distance to the nearest code
 n_pairs: int = 512  # glyph pairs for transfer errors
@@ -77,11 +79,14 @@ episode_generated: int = 10  # generated images per class added to an episode's 
 collapse_quantile: float = 0.01  # collapse floor: this quantile of LPIPS between distinct real fonts
 refine_steps: int = 50  # refinement steps after E when inverting the shots (0: E alone, pSp's pure inversion)
 refine_lr: float = 0.03  # Adam learning rate of that refinement
+shipped_codes: bool = True  # a run folder without shot codes starts from those data/method ships (batch profiles: False, they compute)
+ship_as: str = ""  # also save the trained codebook as this shipped checkpoint (`make method`: data/method/codebook; "": run folder only)
 
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng, dist = fewshot.editing_context(
     "03_codebook_learning", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset, device, amp)
 clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebook>/stage_seconds.json
+cache = RunCache.of_run(out_dir)  # work shared by the run's notebooks, keyed by content: <run_dir>/cache
 
 # %% [markdown]
 # ## Inverting the shots
@@ -92,9 +97,8 @@ clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebo
 # measures what that buys; here we pay it once for every image of the shot pools, and the methods below reuse it.
 
 # %%
-invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
-print(f"shot inversion: E + {refine_steps} refinement steps; {invert.refined} shot-pool images in {invert.seconds:.0f} s "
-      f"({1000 * invert.seconds_per_shot:.0f} ms per shot, batch 256, {threads} threads)")
+invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr, cache, seed, shipped_codes)
+print(invert.summary())
 
 w, labels, _, _ = fewshot.training_codes(model, ds, max_styles, seed)
 seen_labels, seen_emb = fewshot.seen_class_embeddings(w, labels, ds)
@@ -115,8 +119,10 @@ train_cfg = clm.CLMTrainConfig(steps=clm_steps, batch_size=clm_batch, seed=seed)
 runner = StageRunner(checkpoint, model, lpips_alex, dist, train_processes, out_dir, amp, threads)
 hist = runner.clm(codebook, w, class_emb, S, train_cfg)
 clm_seconds = hist["seconds"][-1]
-save_module(out_dir / "codebook", codebook, {"codebook": codebook.config.__dict__, "edit_layers": S,
-                                             "train": train_cfg.__dict__, "train_seconds": clm_seconds})
+codebook_info = {"codebook": codebook.config.__dict__, "edit_layers": S, "train": train_cfg.__dict__, "train_seconds": clm_seconds}
+save_module(out_dir / "codebook", codebook, codebook_info)
+if ship_as:  # `make method`: also the shipped checkpoint that notebooks 04 and 05 fall back to
+    save_module(output_path("ship_as", ship_as, run_dir), codebook, codebook_info)
 _, idx_all = clm.quantize(codebook, residuals(w, class_emb, S))
 counts = torch.bincount(idx_all.flatten(), minlength=num_codes)
 fig, axes = plt.subplots(1, 3, figsize=(15, 3))
@@ -154,6 +160,7 @@ fig, ax = plt.subplots(1, 2, figsize=(10, 3))
 ns = list(sweep)
 ax[0].plot(ns, [sweep[n]["recon_lpips"] for n in ns], "o-"); ax[0].set_xscale("log"); ax[0].set_title("reconstruction LPIPS vs N")
 ax[1].plot(ns, [sweep[n]["perplexity"] for n in ns], "o-"); ax[1].set_xscale("log"); ax[1].set_yscale("log"); ax[1].set_title("perplexity vs N")
+fig.suptitle(f"each N trained {sweep_steps} steps × {clm_batch} codes (the main codebook: {clm_steps} steps)", y=1.03)
 save_figure(fig, out_dir / "codebook_sweep.png")
 plt.show()
 clock.lap("sweeps")
@@ -187,7 +194,7 @@ clock.lap("metrics")
 # %%
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,
                                extractors=fd_extractors, inception_dir=inception_dir,
-                               floor_cache=out_dir.parent / "collapse_floor.json")
+                               floor_cache=out_dir.parent / "collapse_floor.json", cache=cache)
 protocol = evaluation.lofgan_protocol(ds, 3, eval_generated, eval_real, seed)
 methods = {"NN matching, k=3": generators.nn_matching(model, codebook, S, invert),
            f"k-nearest sampling ({knn_k}), k=3": generators.knn_sampling(model, codebook, S, knn_k, knn_temperature, invert)}

@@ -56,9 +56,11 @@ from tagelib.atomic import write_text_atomic
 from tagelib.checkpoints import save_module
 from tagelib.cpm_train import CPMTrainConfig, code_statistics, load_codebook, seen_code_data
 from tagelib.factorize import class_embeddings, compose
-from tagelib.paths import require
+from tagelib.shipped_method import upstream
 from tagelib.plotting import save_figure, smooth, verdict_figure
+from tagelib.run_cache import RunCache
 from tagelib.timing import Stopwatch
+from tagelib.write_guard import output_path
 from tagelib.stages import StageRunner
 
 # %% tags=["parameters"]
@@ -99,7 +101,7 @@ temperature_sweep: str = "0.5,1,1.5,2"  # CPM temperatures on the preservation-d
 resample_sweep: str = "2,4,6,8"  # re-sampled layer counts on the same plot
 knn_candidates: str = "2,8,32,128"  # k-nearest sampling on the same plot: candidates per layer, drawn uniformly
 alpha_sweep: str = "0.25,0.5,1"  # AGE edit strengths on the same plot
-sweep_generated: int = 32  # generated images per category for each sweep point
+sweep_generated: int = 16  # generated images per category for each sweep point (stated on the figure)
 knn_k: int = 8  # k-nearest sampling: candidates per layer
 knn_temperature: float = 1.0  # k-nearest sampling temperature of notebook 03's row
 eval_generated: int = 128  # generated images per unseen category (LoFGAN protocol)
@@ -109,14 +111,18 @@ episode_generated: int = 10  # generated images per class added to an episode's 
 collapse_quantile: float = 0.01  # collapse floor: this quantile of LPIPS between distinct real fonts
 refine_steps: int = 50  # refinement steps after E when inverting the shots (0: E alone, pSp's pure inversion)
 refine_lr: float = 0.03  # Adam learning rate of that refinement
+shipped_codes: bool = True  # a run folder without shot codes starts from those data/method ships (batch profiles: False, they compute)
+ship_as: str = ""  # also save the trained CPM as this shipped checkpoint (`make method`: data/method/cpm; "": run folder only)
 throughput_batch: int = 256  # batch of the sampling-throughput measurement
 
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng, dist = fewshot.editing_context(
     "04_code_prediction", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset, device, amp)
 clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebook>/stage_seconds.json
-cb = load_codebook(codebook, S)
-invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
+cache = RunCache.of_run(out_dir)  # work shared by the run's notebooks, keyed by content: <run_dir>/cache
+cb = load_codebook(upstream("codebook", codebook), S)  # notebook 03's, or the shipped one when it has not run
+invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr, cache, seed, shipped_codes)
+print(invert.summary())
 data, styles, images = seen_code_data(model, ds, cb, S, max_styles, seed)
 w = data.w
 print(f"{len(w)} training codes of {len(ds.seen)} seen characters; codebook N = {cb.config.num_codes}, |S| = {len(S)}; "
@@ -141,8 +147,10 @@ runner = StageRunner(checkpoint, model, lpips_alex, dist, train_processes, out_d
 hist = runner.cpm(cpm, data, train_cfg)
 cpm_seconds = hist["seconds"][-1]
 n_params = sum(p.numel() for p in cpm.parameters())
-save_module(out_dir / "cpm", cpm, {"cpm": cpm_cfg.__dict__, "train": train_cfg.__dict__, "edit_layers": S,
-                                   "train_seconds": cpm_seconds})
+cpm_info = {"cpm": cpm_cfg.__dict__, "train": train_cfg.__dict__, "edit_layers": S, "train_seconds": cpm_seconds}
+save_module(out_dir / "cpm", cpm, cpm_info)
+if ship_as:  # `make method`: also the shipped checkpoint that notebook 05 falls back to
+    save_module(output_path("ship_as", ship_as, run_dir), cpm, cpm_info)
 fig, axes = plt.subplots(1, 3, figsize=(14, 3))
 for ax, key in zip(axes, ("ce", "l2", "accuracy")):
     ax.plot(smooth(hist[key], 25)); ax.set_title(key); ax.set_xlabel("step")
@@ -198,7 +206,7 @@ clock.lap("metrics")
 # %%
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,
                                extractors=fd_extractors, inception_dir=inception_dir,
-                               floor_cache=out_dir.parent / "collapse_floor.json")
+                               floor_cache=out_dir.parent / "collapse_floor.json", cache=cache)
 tage_name = f"TAGE w/o PSM (CPM edits {resample} of {len(S)} layers, T={temperature:g})"
 methods = {f"{tage_name}, k={k}": (generators.tage(model, cpm, S, temperature, top_k, decode_steps, invert, decode_order,
                                                    resample=resample), k) for k in (1, 3)}
@@ -233,7 +241,7 @@ clock.lap("figures")
 
 # %%
 sweep_protocol = evaluation.lofgan_protocol(ds, 3, sweep_generated, eval_real, seed)
-age_model, _ = age_lib.load_age(require(f"{age_checkpoint}.safetensors", "notebook 02_attribute_factorization"))
+age_model, _ = age_lib.load_age(upstream("age_checkpoint", age_checkpoint))  # notebook 02's, or the shipped one
 gaussian = age_lib.fit_coefficient_gaussian(age_model, w, class_embeddings(w, data.labels)[data.labels])
 curves = {f"TAGE (temperature; {resample} layers)": [
               (float(t), generators.tage(model, cpm, S, float(t), top_k, decode_steps, invert, decode_order, resample=resample))

@@ -57,7 +57,10 @@ from tagelib.cpm_train import CPMTrainConfig, load_codebook, load_cpm, seen_code
 from tagelib.paths import resolve
 from tagelib.prompts import embed_images, embed_texts, encode_images, load_clip_model, prompt_kit, word_list
 from tagelib.plotting import save_figure, smooth, verdict_grid
+from tagelib.run_cache import RunCache
+from tagelib.shipped_method import upstream
 from tagelib.timing import Stopwatch
+from tagelib.write_guard import output_path
 
 # %% tags=["parameters"]
 run_dir: str = "results/tiny"  # every output of this run goes under this folder
@@ -88,17 +91,17 @@ prompt_dropout: float = 0.2  # share of codes trained with the null prompt
 psm_clip_batch: int = 8  # codes per step decoded through G for the CLIP loss (0: no CLIP loss)
 lambda_text: float = 0.5  # CLIP loss: weight of 1 − cos(image, prompt)
 lambda_image: float = 0.5  # CLIP loss: weight of 1 − cos(image, shot)
-ablation_no_clip: bool = True  # also fine-tune without the CLIP loss (prompts only), for the ablation table
+ablation_no_clip: bool = False  # also fine-tune without the CLIP loss (prompts only), for the ablation table
 temperature: float = 1.0  # CPM sampling temperature (as notebook 04's main rows)
 top_k: int = 0  # CPM top-k (0: the whole codebook)
 resample: int = 5  # TAGE editing: layers of each shot the CPM re-samples (0 to 8), as notebook 04
 prompt_edit: bool = False  # prompted samples edit the shots too (False: every layer sampled from w̄ and the prompt)
 guidance: float = 3.0  # classifier-free guidance of a prompt (1: the prompted model as trained)
-guidance_sweep: str = "1,2,3,5"  # guidance values compared on mean probe agreement and preservation
+guidance_sweep: str = "1,3,5"  # guidance values compared on mean probe agreement and preservation
 decode_steps: int = 8  # decoding passes (8, the number of edited layers, as notebook 04)
 decode_order: str = "random"  # "random" (any-order ancestral sampling) or "confidence" (MaskGIT), as notebook 04
 prompts: str = "bold,light,italic,serif,sans-serif,monospace,condensed,wide"  # attribute prompts evaluated
-prompt_samples: int = 16  # generated images per unseen category and prompt
+prompt_samples: int = 8  # generated images per unseen category and prompt (the prompt table and guidance sweep)
 grid_samples: int = 8  # columns of the prompt grids
 eval_generated: int = 128  # generated images per unseen category (LoFGAN protocol)
 eval_real: int = 128  # real reference images per unseen category
@@ -107,16 +110,20 @@ episode_generated: int = 10  # generated images per class added to an episode's 
 collapse_quantile: float = 0.01  # collapse floor: this quantile of LPIPS between distinct real fonts
 refine_steps: int = 50  # refinement steps after E when inverting the shots (0: E alone, pSp's pure inversion)
 refine_lr: float = 0.03  # Adam learning rate of that refinement
+shipped_codes: bool = True  # a run folder without shot codes starts from those data/method ships (batch profiles: False, they compute)
+ship_as: str = ""  # also save the trained PSM as this shipped checkpoint (`make method`: data/method/psm; "": run folder only)
 
 # %%
 ds, model, S, lpips_alex, lpips_vgg, out_dir, fig_dir, rng, dist = fewshot.editing_context(
     "05_prompt_semantics", run_dir, figures_dir, data_dir, checkpoint, edit_layers, seed, threads, dataset, device, amp)
 clock = Stopwatch(out_dir)  # where this notebook's time goes: <run_dir>/<notebook>/stage_seconds.json
-cb = load_codebook(codebook, S)
-base_cpm, cpm_info = load_cpm(cpm)
+cache = RunCache.of_run(out_dir)  # work shared by the run's notebooks, keyed by content: <run_dir>/cache
+cb = load_codebook(upstream("codebook", codebook), S)  # notebooks 03 and 04's, or the shipped ones when they have not run
+base_cpm, cpm_info = load_cpm(upstream("cpm", cpm))
 clip_model, tokenizer = load_clip_model(clip, clip_pretrained, dist.device)
 prompt_words = word_list(prompts)
-invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr)
+invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr, cache, seed, shipped_codes)
+print(invert.summary())
 data, styles, images = seen_code_data(model, ds, cb, S, max_styles, seed)
 print(f"CPM from notebook 04 ({cpm_info['train']['steps']} steps, {cpm_info['train_seconds']:.0f} s); CLIP: "
       f"{clip_model.source}, embedding size {clip_model.text_projection.shape[1]}")
@@ -140,8 +147,11 @@ embed_dim = bank.embeddings.shape[-1]
 tage_psm = psm.with_prompt_token(base_cpm, embed_dim)
 hist = psm.train_psm(tage_psm, data, bank, train_cfg, psm_cfg, clip_term, dist=dist)
 psm_seconds = hist["seconds"][-1]
-save_module(out_dir / "cpm_psm", tage_psm, {"cpm": tage_psm.config.__dict__, "train": train_cfg.__dict__,
-                                            "psm": psm_cfg.__dict__, "edit_layers": S, "train_seconds": psm_seconds})
+psm_info = {"cpm": tage_psm.config.__dict__, "train": train_cfg.__dict__, "psm": psm_cfg.__dict__, "edit_layers": S,
+            "train_seconds": psm_seconds}
+save_module(out_dir / "cpm_psm", tage_psm, psm_info)
+if ship_as:  # `make method`: also the shipped checkpoint the explorer reads
+    save_module(output_path("ship_as", ship_as, run_dir), tage_psm, psm_info)
 variants = {"TAGE (CPM + PSM)": tage_psm}
 if ablation_no_clip:
     no_clip = psm.with_prompt_token(base_cpm, embed_dim)
@@ -167,7 +177,7 @@ clock.lap("training")
 # %%
 ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantile=collapse_quantile,
                                extractors=fd_extractors, inception_dir=inception_dir,
-                               floor_cache=out_dir.parent / "collapse_floor.json")
+                               floor_cache=out_dir.parent / "collapse_floor.json", cache=cache)
 prompt_emb = embed_texts(clip_model, tokenizer, kit.texts)  # (P, E), the prompts' CLIP text embeddings
 prompt_protocol = evaluation.lofgan_protocol(ds, 3, prompt_samples, eval_real, seed)
 

@@ -85,7 +85,7 @@ class AttributeProbe(nn.Module):
         return self.head(self.trunk(x))
 
     @torch.no_grad()
-    def predict(self, x: Tensor, batch_size: int = 1024) -> Tensor:
+    def predict(self, x: Tensor, batch_size: int = 256) -> Tensor:
         """(N, A) probabilities, in eval mode."""
         was = self.training
         self.eval()

@@ -186,7 +186,7 @@ def encode_text(model, tokenizer, texts: list[str]) -> Tensor:
 
 
 @torch.no_grad()
-def embed_images(model, images: Tensor, batch_size: int = 1024) -> Tensor:
+def embed_images(model, images: Tensor, batch_size: int = 256) -> Tensor:
     """`encode_images` of many images in chunks, in eval mode, without gradients: (N, E)."""
     was = model.training
     model.eval()

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from tagelib.glyphs.dataset import GlyphDataset
 from tagelib.judge import GlyphJudge
+from tagelib.run_cache import RunCache, cached, content_key
 from tagelib.metrics import (FeatureExtractor, category_preservation, collapse_rate, feature_extractor,
                              frechet_distance, kernel_distance, lpips_diversity, pairs_and_vgg_features)
 
@@ -131,17 +132,31 @@ class Ruler:
     seen: list[int]
     kid_on: tuple[str, ...] = ("judge",)  # extractors whose KID is computed (clean-fid's KID costs ~8-10 s each here)
     lpips_size: int = 32  # LPIPS diversity, collapse and FD-VGG16 at this size: the dataset's (glyphs 32 px)
+    cache: RunCache | None = None  # the run's cache: reference features and measured image sets, keyed by content
     _reference_features: dict = field(default_factory=dict, repr=False)
+    _identity: str = field(default="", repr=False)
 
     @classmethod
     def build(cls, judge: GlyphJudge, lpips_vgg: nn.Module, ds: GlyphDataset, collapse_floor: float,
-              extractors: Sequence[str] = ("judge", "vgg16"), inception_dir: str | None = None) -> "Ruler":
+              extractors: Sequence[str] = ("judge", "vgg16"), inception_dir: str | None = None,
+              cache: RunCache | None = None) -> "Ruler":
         if list(judge.categories) != list(ds.categories):
             raise ValueError("the judge's categories differ from the dataset's; load the judge with this dataset")
         device = next(judge.parameters()).device  # every extractor on the judge's device
         extr = [feature_extractor(name, judge=judge, lpips_vgg=lpips_vgg, device=device, inception_dir=inception_dir,
                                   lpips_size=ds.size) for name in extractors]
-        return cls(judge, lpips_vgg, extr, collapse_floor, list(ds.categories), list(ds.seen), lpips_size=ds.size)
+        return cls(judge, lpips_vgg, extr, collapse_floor, list(ds.categories), list(ds.seen), lpips_size=ds.size,
+                   cache=cache)
+
+    @property
+    def identity(self) -> str:
+        """A content key of everything that measures: the judge's and LPIPS-vgg's weights, the extractors (with
+        their networks' weights), the collapse floor, KID's extractors and the LPIPS size."""
+        if not self._identity:
+            self._identity = content_key(judge=self.judge, lpips_vgg=self.lpips_vgg, floor=self.collapse_floor,
+                                         extractors=[(e.name, e.weights) for e in self.extractors], kid_on=self.kid_on,
+                                         lpips_size=self.lpips_size, categories=self.categories, seen=self.seen)
+        return self._identity
 
     @torch.no_grad()
     def recognised(self, images: torch.Tensor, intended: torch.Tensor) -> torch.Tensor:
@@ -150,9 +165,15 @@ class Ruler:
         return canon[self.judge.predict(images)[0]] == canon[intended]
 
     def reference_features(self, protocol: Protocol, extractor: FeatureExtractor) -> torch.Tensor:
+        """Features (N, D) of the protocol's real reference images: computed once per run when the ruler has a cache
+        (key: the images' pixels, the extractor and its network's weights)."""
         key = (extractor.name, tuple((c, tuple(s)) for c, s in protocol.reference_styles.items()))
         if key not in self._reference_features:
-            self._reference_features[key] = extractor(protocol.reference.flatten(0, 1))
+            reference = protocol.reference.flatten(0, 1)
+            compute = lambda: ({"features": extractor(reference)}, {})
+            stored_key = content_key(what="reference features", extractor=extractor.name, weights=extractor.weights,
+                                     images=reference, lpips_size=self.lpips_size) if self.cache is not None else ""
+            self._reference_features[key] = cached(self.cache, "reference-features", stored_key, compute)[0]["features"]
         return self._reference_features[key]
 
 
@@ -204,16 +225,31 @@ def evaluate(generate_fn: GenerateFn, protocol: Protocol, ruler: Ruler, seed: in
 
 @torch.no_grad()
 def measure(images: torch.Tensor, protocol: Protocol, ruler: Ruler, seed: int = 0, generate_seconds: float = 0.0) -> Evaluation:
-    """The metrics of already generated images (C, n, 1, H, W), categories in protocol order."""
+    """The metrics of already generated images (C, n, 1, H, W), categories in protocol order. With the ruler's run
+    cache, an image set measured before against the same reference by the same ruler (the real ceiling, a rerun
+    notebook) is read back, not measured again."""
     t1 = time.perf_counter()
     C, n = images.shape[:2]
     if C != len(protocol.categories):
         raise ValueError(f"images hold {C} categories, the protocol {len(protocol.categories)}")
+    key = content_key(what="measure", images=images, categories=protocol.categories, k=protocol.k, seed=seed,
+                      reference=[ruler.reference_features(protocol, e) for e in ruler.extractors],
+                      ruler=ruler.identity) if ruler.cache is not None else ""
+    stored, metrics = cached(ruler.cache, "measure", key, lambda: _measure(images, protocol, ruler, seed))
+    metrics["seconds"] = {"generate": generate_seconds, "metrics": time.perf_counter() - t1}
+    intended = torch.tensor(protocol.categories).repeat_interleave(n)
+    return Evaluation(metrics, images, stored["predicted"].view(C, n), intended.view(C, n))
+
+
+def _measure(images: torch.Tensor, protocol: Protocol, ruler: Ruler, seed: int) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every metric of `measure`: ({"predicted": the judge's verdicts (C * n,)}, metrics)."""
+    C, n = images.shape[:2]
+    metrics: dict = {}
     flat = images.flatten(0, 1)
     intended = torch.tensor(protocol.categories).repeat_interleave(n)
     predicted, judge_feats = ruler.judge.predict(flat)
-    metrics: dict = {"k": protocol.k, "n_per_category": n, "categories": C,
-                     "n_real_per_category": len(protocol.reference_styles[protocol.categories[0]])}
+    metrics.update({"k": protocol.k, "n_per_category": n, "categories": C,
+                    "n_real_per_category": len(protocol.reference_styles[protocol.categories[0]])})
     pres = category_preservation(predicted, intended, ruler.categories, ruler.seen, ruler.judge.canonical)
     metrics.update(preservation=pres["accuracy"], preservation_strict=pres["strict"], wrong_onto_seen=pres["wrong_onto_seen"],
                    confusions=pres["confusions"], per_category=pres["per_category"])
@@ -228,8 +264,7 @@ def measure(images: torch.Tensor, protocol: Protocol, ruler: Ruler, seed: int = 
     metrics["lpips_diversity"] = lpips_diversity(pairs)
     metrics["collapse_rate"] = collapse_rate(pairs, ruler.collapse_floor)
     metrics["collapse_floor"] = ruler.collapse_floor
-    metrics["seconds"] = {"generate": generate_seconds, "metrics": time.perf_counter() - t1}
-    return Evaluation(metrics, images, predicted.view(C, n), intended.view(C, n))
+    return {"predicted": predicted.cpu()}, metrics
 
 
 # ----------------------------------------------------------------------------- few-shot classification gain
@@ -376,11 +411,12 @@ def cached_collapse_floor(lpips_vgg: nn.Module, sets: Sequence[torch.Tensor], qu
 
 def glyph_ruler(ds: GlyphDataset, judge_path: str, lpips_vgg: nn.Module, seed: int = 0, collapse_quantile: float = 0.01,
                 extractors: Sequence[str] | str = ("judge", "vgg16"), inception_dir: str | None = None,
-                floor_cache: str | Path | None = None) -> Ruler:
+                floor_cache: str | Path | None = None, cache: RunCache | None = None) -> Ruler:
     """The ruler of notebooks 01–05: the judge from `judge_path` (made by 00_judge), FD extractors (a sequence or a
     comma-separated string; `inception` = FID, needs clean-fid's file in `inception_dir`), LPIPS-vgg and a collapse
     floor at the `collapse_quantile` of LPIPS between distinct real images of seen classes. The judge and the
-    extractors run on LPIPS-vgg's device; `floor_cache` (a JSON file) keeps the floor for the run's other notebooks."""
+    extractors run on LPIPS-vgg's device; `floor_cache` (a JSON file) keeps the floor for the run's other notebooks, and
+    `cache` (`RunCache.of_run(out_dir)`) the reference features and measured image sets."""
     from tagelib.judge import load_judge
     from tagelib.paths import resolve
 
@@ -390,4 +426,4 @@ def glyph_ruler(ds: GlyphDataset, judge_path: str, lpips_vgg: nn.Module, seed: i
     judge = load_judge(resolve(judge_path), categories=ds.categories).to(next(lpips_vgg.parameters()).device)
     floor = cached_collapse_floor(lpips_vgg, seen_calibration_sets(ds, seed=seed), collapse_quantile, ds.size,
                                   floor_cache)
-    return Ruler.build(judge, lpips_vgg, ds, floor, extractors=names, inception_dir=inception_dir or None)
+    return Ruler.build(judge, lpips_vgg, ds, floor, extractors=names, inception_dir=inception_dir or None, cache=cache)

@@ -20,6 +20,8 @@ from tagelib.inversion import ShotInverter
 from tagelib.latent import LatentSpace
 from tagelib.paper_data import load_dataset
 from tagelib.paths import resolve
+from tagelib.run_cache import RunCache, content_key
+from tagelib.shipped_method import SHOT_CODES
 from tagelib.write_guard import output_dirs
 from tagelib.perceptual import load_lpips, lpips_distance
 
@@ -49,11 +51,36 @@ def shot_pool_images(ds: GlyphDataset) -> torch.Tensor:
     return torch.cat([ds.tensor(ds.pool(ds.categories[c], "unseen_shots"), c) for c in ds.unseen])
 
 
-def shot_inverter(model: LatentSpace, ds: GlyphDataset, refine_steps: int, lpips_alex, lr: float = 0.03) -> ShotInverter:
+def heldout_shot_images(ds: GlyphDataset, seed: int = 0, ks: Sequence[int] = (1, 3)) -> torch.Tensor:
+    """The shots `evaluation.heldout_recognition` draws from held-out-family fonts for each k, (N, 1, H, W)."""
+    from tagelib.evaluation import heldout_protocol
+
+    protocols = [heldout_protocol(ds, k, seed=seed) for k in ks]
+    return torch.cat([p.shots(c) for p in protocols for c in p.categories])
+
+
+SWEEP_LENGTHS = (0, 10, 25)  # refinement lengths every shot's trajectory is kept at (notebook 01's sweep)
+
+
+def shot_inverter(model: LatentSpace, ds: GlyphDataset, refine_steps: int, lpips_alex, lr: float = 0.03,
+                  cache: RunCache | None = None, seed: int = 0, shipped: bool = False) -> ShotInverter:
     """The pipeline's inversion of shots (E, then `refine_steps` Adam steps at `lr` on L1 + LPIPS-alex; 0: E alone),
-    with every shot-pool image refined up front in large batches, so the methods' calls are cache hits."""
+    with every shot-pool image, and the held-out-family shots of `heldout_recognition` (k = 1, 3, `seed`), refined up
+    front in large batches, so the methods' calls are cache hits. With the run's `cache`, the codes are computed once
+    per run: the key holds E and G's weights, LPIPS-alex's weights and every setting of the refinement. Each
+    trajectory is also kept at `SWEEP_LENGTHS` (`latent_eval.refinement_sweep`). With `shipped`, a run folder that has
+    no codes yet starts from the codes `make method` ships (`tagelib.shipped_method.SHOT_CODES`), when they were made
+    for this very key; the batch profiles compute their own."""
     perceptual = lambda a, b: lpips_distance(lpips_alex, a, b)
-    return ShotInverter(model, refine_steps, perceptual, lr=lr).warm(shot_pool_images(ds))
+    key = content_key(what="ShotInverter codes", model=model, perceptual=lpips_alex, steps=refine_steps, lr=lr,
+                      lambda_lpips=1.0, batch_size=model.batch_size("refine"), device=model.device.type, amp=model.amp,
+                      torch=torch.__version__) if cache is not None and refine_steps > 0 else ""
+    inverter = ShotInverter(model, refine_steps, perceptual, lr=lr, cache=cache if key else None, cache_key=key,
+                            record_at=tuple(t for t in SWEEP_LENGTHS if t < refine_steps),
+                            shipped=SHOT_CODES if shipped else None)
+    if refine_steps > 0 and ds.split_info.get("heldout_styles"):
+        return inverter.warm(torch.cat([shot_pool_images(ds), heldout_shot_images(ds, seed)]))
+    return inverter.warm(shot_pool_images(ds))
 
 
 def eval_pairs(ds: GlyphDataset, categories: list[int], n: int, rng: np.random.Generator) -> np.ndarray:

@@ -7,22 +7,27 @@ shot are affordable even on a CPU.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from tagelib.latent import LatentSpace
+from tagelib.paths import checkpoint_file
+from tagelib.run_cache import read_entry, write_entry
 
 
 def refine_codes(model: LatentSpace, images: torch.Tensor, perceptual, steps: int = 50, lr: float = 0.01,
-                 lambda_lpips: float = 1.0, w_init: torch.Tensor | None = None, batch_size: int = 256,
+                 lambda_lpips: float = 1.0, w_init: torch.Tensor | None = None, batch_size: int | None = None,
                  progress: bool = False, record_at: tuple[int, ...] = ()) -> torch.Tensor | dict[int, torch.Tensor]:
     """Refined W+ codes (N, L, D) for images (N, C, S, S) in [-1, 1]; model weights are untouched. The refinement
     runs on the model's device; the codes come back on the images' device.
 
     With `record_at` (step counts, 0 = E's codes), returns {steps: codes (N, L, D)} along the one trajectory,
     the final `steps` included: a sweep over refinement lengths for the price of the longest."""
+    batch_size = batch_size or model.batch_size("refine")  # per-code results do not depend on it (summed losses)
     out, recorded = [], {t: [] for t in sorted({*record_at, steps})}
     starts = range(0, len(images), batch_size)
     bar = tqdm(total=steps * len(starts), desc=f"refine {len(images)} codes", disable=not progress or len(images) < 64)
@@ -54,24 +59,64 @@ def refine_codes(model: LatentSpace, images: torch.Tensor, perceptual, steps: in
 
 class ShotInverter:
     """The few-shot pipeline's inversion of shots: E alone (`steps = 0`, the paper's pure pSp inversion) or E
-    followed by `steps` refinement steps. Refined codes are cached per image, so the shots that several
-    methods and protocols share are refined once; `warm` refines a whole pool in large batches first.
+    followed by `steps` refinement steps. Refined codes are remembered per image (by the sha256 of its pixels), so
+    the shots that several methods and protocols share are refined once; `warm` refines a whole pool in large
+    batches first. With a run cache (`tagelib.run_cache`), the codes are kept on disk under a key of everything they
+    depend on (E and G's weights, the perceptual network's weights, steps, lr, batch size, device), so the notebooks
+    of one run refine each shot once.
 
-    `inverter(x) -> w`: x (N, C, S, S) in [-1, 1] -> w (N, L, D). `seconds_per_shot` is the measured cost.
+    `inverter(x) -> w`: x (N, C, S, S) in [-1, 1] -> w (N, L, D). `seconds_per_shot` is the measured cost (here, or
+    when the cached codes were computed). With `record_at` (step counts below `steps`; 0 = E's codes), every image's
+    trajectory is kept at those lengths too, for `codes_at`: a sweep over refinement lengths costs nothing more.
     """
 
-    def __init__(self, model: LatentSpace, steps: int, perceptual=None, lr: float = 0.03, batch_size: int = 256):
+    CACHE_KIND = "shot-codes"
+
+    def __init__(self, model: LatentSpace, steps: int, perceptual=None, lr: float = 0.03, batch_size: int | None = None,
+                 cache=None, cache_key: str = "", record_at: tuple[int, ...] = (), shipped: Path | None = None):
         if steps < 0:
             raise ValueError(f"refine_steps must be >= 0, got {steps}")
         if steps > 0 and perceptual is None:
             raise ValueError("refinement needs a differentiable perceptual distance `perceptual(x, y) -> (B,)`")
-        self.model, self.steps, self.perceptual, self.lr, self.batch_size = model, steps, perceptual, lr, batch_size
-        self._cache: dict[bytes, torch.Tensor] = {}
+        if cache is not None and not cache_key:
+            raise ValueError("a cached ShotInverter needs the cache_key of its model and settings (fewshot.shot_inverter)")
+        if any(not 0 <= t < steps for t in record_at):
+            raise ValueError(f"record_at={record_at}: each must lie in [0, steps={steps})")
+        self.model, self.steps, self.perceptual, self.lr = model, steps, perceptual, lr
+        self.batch_size = batch_size or model.batch_size("refine")
+        self.record_at = tuple(sorted(set(record_at)))
+        self.cache, self.cache_key = (cache, cache_key) if steps > 0 else (None, "")
+        found = self.cache.load(self.CACHE_KIND, cache_key) if self.cache else None
+        self.shipped_used = None
+        if found is None and shipped is not None and self.cache is not None:  # a fresh run folder: the shipped codes
+            found = read_entry(checkpoint_file(shipped), cache_key)  # None when made for another model or setting
+            self.shipped_used = shipped if found else None
+        self._codes, note = found or ({}, {})  # image sha256 -> final code (L, D); "<step>/<sha256>" -> code at step
+        self.cached_seconds = float(note.get("seconds", 0.0))  # what the codes read from the cache cost to compute
+        self.from_cache = sum("/" not in k for k in self._codes)
         self.refined, self.seconds = 0, 0.0
 
     @property
     def seconds_per_shot(self) -> float:
-        return self.seconds / self.refined if self.refined else 0.0
+        total = self.seconds + self.cached_seconds
+        return total / (self.refined + self.from_cache) if self.refined + self.from_cache else 0.0
+
+    def summary(self) -> str:
+        """One line for people: how many codes were refined here, how many came from the run cache, at what cost."""
+        if self.steps == 0:
+            return "shot inversion: E alone (refine_steps = 0)"
+        source = f"the shipped {self.shipped_used.name} (`make method`)" if self.shipped_used else "the run cache"
+        return (f"shot inversion: E + {self.steps} refinement steps; {self.refined} images refined here in "
+                f"{self.seconds:.0f} s, {self.from_cache} read from {source}; "
+                f"{1000 * self.seconds_per_shot:.0f} ms per shot (batch {self.batch_size}, {torch.get_num_threads()} threads)")
+
+    def save_as(self, path: str | Path) -> Path:
+        """Write every code this inverter holds as one file (`<path>.safetensors`, the cache's format and key): what
+        `make method` ships for notebooks opened on a fresh clone (`shipped`)."""
+        if self.cache is None:
+            raise ValueError("only a cached ShotInverter (fewshot.shot_inverter with a run cache) has a key to ship")
+        return write_entry(checkpoint_file(path), self.CACHE_KIND, self.cache_key, self._codes,
+                           note={"seconds": self.seconds + self.cached_seconds, "steps": self.steps, "lr": self.lr})
 
     def warm(self, images: torch.Tensor) -> "ShotInverter":
         """Refine (and cache) every image of a pool (N, C, S, S) ahead of the methods that will ask for them."""
@@ -80,16 +125,30 @@ class ShotInverter:
         return self
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Refined codes (N, L, D) of images (N, C, S, S): each distinct image refined once, then remembered."""
         if self.steps == 0:
             return self.model.encode_batched(images)
-        keys = [row.numpy().tobytes() for row in images.float().cpu().contiguous()]
-        todo = sorted({i for i, k in enumerate(keys) if k not in self._cache}, key=lambda i: keys[i])
-        todo = list({keys[i]: i for i in todo}.values())  # one refinement per distinct image
+        return self.codes_at(images, self.steps)
+
+    def codes_at(self, images: torch.Tensor, step: int) -> torch.Tensor:
+        """The codes (N, L, D) after `step` refinement steps (`steps`, or one of `record_at`) along each image's one
+        trajectory; images not seen before are refined now (the whole trajectory, recorded)."""
+        if step != self.steps and step not in self.record_at:
+            raise ValueError(f"step {step}: this inverter keeps {self.steps} and record_at={self.record_at}")
+        keys = [hashlib.sha256(row.numpy().tobytes()).hexdigest()[:32] for row in images.float().cpu().contiguous()]
+        name = lambda t, k: k if t == self.steps else f"{t}/{k}"
+        missing = lambda k: any(name(t, k) not in self._codes for t in (self.steps, *self.record_at))
+        todo = list({k: i for i, k in enumerate(keys) if missing(k)}.values())  # one trajectory per distinct image
         if todo:
             t0 = time.perf_counter()
             codes = refine_codes(self.model, images[todo], self.perceptual, steps=self.steps, lr=self.lr,
-                                 batch_size=self.batch_size, progress=True)
+                                 batch_size=self.batch_size, progress=True, record_at=self.record_at)
             self.seconds += time.perf_counter() - t0
             self.refined += len(todo)
-            self._cache.update({keys[i]: w for i, w in zip(todo, codes)})
-        return torch.stack([self._cache[k] for k in keys])
+            trajectory = codes if self.record_at else {self.steps: codes}
+            for t, at_t in trajectory.items():
+                self._codes.update({name(t, keys[i]): w for i, w in zip(todo, at_t)})
+            if self.cache is not None:
+                self.cache.save(self.CACHE_KIND, self.cache_key, self._codes,
+                                note={"seconds": self.seconds + self.cached_seconds, "steps": self.steps, "lr": self.lr})
+        return torch.stack([self._codes[name(step, k)] for k in keys]).to(images.device)

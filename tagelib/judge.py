@@ -102,7 +102,7 @@ class GlyphJudge(nn.Module):
         return self.head(self.features(x))
 
     @torch.no_grad()
-    def predict(self, x: Tensor, batch_size: int = 1024) -> tuple[Tensor, Tensor]:
+    def predict(self, x: Tensor, batch_size: int = 256) -> tuple[Tensor, Tensor]:
         """Top-1 class (N,) and penultimate features (N, embed_dim) of many images, in eval mode; computed on the
         judge's device, returned on x's."""
         was = self.training

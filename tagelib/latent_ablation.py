@@ -25,6 +25,7 @@ from tagelib import evaluation, fewshot, latent_eval
 from tagelib.atomic import write_text_atomic
 from tagelib.factorize import residuals
 from tagelib.glyphs.dataset import GlyphDataset
+from tagelib.inversion import ShotInverter
 from tagelib.latent import LatentSpace, LatentSpaceConfig, glyph_latent_config
 from tagelib.latent_train import LatentTrainConfig, train_latent_space, training_sampler
 from tagelib.perceptual import load_lpips, lpips_distance
@@ -114,8 +115,9 @@ def compare_checkpoints(ds: GlyphDataset, ruler, checkpoints: list[str], lpips_a
     for path in checkpoints:
         model = LatentSpace.load(path)
         res = seen_residuals(model, ds, residual_styles, seed)
+        invert = ShotInverter(model, max(lengths), perceptual, record_at=tuple(t for t in lengths if t < max(lengths)))
         rows[str(path)] = (model, latent_eval.judge_targets(model, ds, ruler, res, draws=4, seed=seed),
-                           latent_eval.refinement_sweep(model, ds, ruler, res, perceptual, tuple(lengths), seed=seed))
+                           latent_eval.refinement_sweep(model, ds, ruler, res, invert, seed=seed))
     return latent_eval.recipe_table(rows)
 
 

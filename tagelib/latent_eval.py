@@ -164,14 +164,13 @@ def judge_targets(model: LatentSpace, ds: GlyphDataset, ruler, seen_residuals: t
 
 
 @torch.no_grad()
-def refinement_sweep(model: LatentSpace, ds: GlyphDataset, ruler, seen_residuals: torch.Tensor, perceptual,
-                     steps: tuple[int, ...] = (0, 10, 25, 50), draws: int = 8, seed: int = 0, lr: float = 0.03) -> dict:
-    """What refining the shots buys, step by step: every shot-pool image (training fonts) is refined once along
-    one trajectory, recorded at each of `steps`; at each, the judge's recognition of the decoded 3-shot class
-    embedding and of 3-shot continuous transfer (`draws` random 3-shot sets per category, one seen residual each).
+def refinement_sweep(model: LatentSpace, ds: GlyphDataset, ruler, seen_residuals: torch.Tensor, invert,
+                     draws: int = 8, seed: int = 0) -> dict:
+    """What refining the shots buys, step by step: every shot-pool image (training fonts) along its one refinement
+    trajectory (`invert`, a `tagelib.inversion.ShotInverter`, read at 0 = E alone, each of its `record_at` and its
+    `steps`); at each length, the judge's recognition of the decoded 3-shot class embedding and of 3-shot continuous
+    transfer (`draws` random 3-shot sets per category, one seen residual each).
     Returns {"rows": {steps: {...}}, "ms_per_shot_step": cost of one refinement step per shot}."""
-    from tagelib.inversion import refine_codes
-
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     pools = [ds.pool(ds.categories[c], "unseen_shots") for c in ds.unseen]
@@ -181,15 +180,12 @@ def refinement_sweep(model: LatentSpace, ds: GlyphDataset, ruler, seen_residuals
                                             for o, p in zip(offsets, pools)]))  # (C * draws, 3) rows of `images`
     cats = torch.tensor(ds.unseen).repeat_interleave(draws)
     residual = seen_residuals[torch.randint(len(seen_residuals), (len(cats),), generator=gen)]
-    t0 = time.perf_counter()
-    trajectory = refine_codes(model, images, perceptual, steps=max(steps), lr=lr, record_at=tuple(steps), progress=True)
-    seconds = time.perf_counter() - t0
     rows = {}
-    for s in sorted(trajectory):
-        w_bar = trajectory[s][pick].mean(1)  # (C * draws, L, D)
+    for s in (*invert.record_at, invert.steps):
+        w_bar = invert.codes_at(images, s)[pick].mean(1)  # (C * draws, L, D)
         rows[s] = {"class embedding k=3": _judge_rate(ruler, model.decode_batched(w_bar), cats),
                    "continuous transfer k=3": _judge_rate(ruler, model.decode_batched(w_bar + residual), cats)}
-    return {"rows": rows, "ms_per_shot_step": 1000 * seconds / max(len(images) * max(steps), 1), "shots": len(images)}
+    return {"rows": rows, "ms_per_shot_step": 1000 * invert.seconds_per_shot / max(invert.steps, 1), "shots": len(images)}
 
 
 def recipe_table(recipes: dict) -> str:

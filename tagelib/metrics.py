@@ -20,7 +20,7 @@ Each function names its protocol; `tagelib.evaluation.evaluate` runs them all ov
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -108,6 +108,7 @@ class FeatureExtractor:
     name: str  # judge / vgg16 / inception
     fn: Callable[[torch.Tensor], torch.Tensor]
     batch_size: int = 512
+    weights: torch.nn.Module | None = field(default=None, repr=False)  # the network whose weights make the features
 
     @property
     def fd_name(self) -> str:
@@ -132,15 +133,16 @@ def feature_extractor(name: str, judge: torch.nn.Module | None = None, lpips_vgg
     if name == "judge":
         if judge is None:
             raise ValueError("the 'judge' extractor needs a judge (tagelib.judge.load_judge)")
-        return FeatureExtractor("judge", lambda x: judge.features(x.to(device)))
+        return FeatureExtractor("judge", lambda x: judge.features(x.to(device)), weights=judge)
     if name == "vgg16":
         from tagelib.perceptual import load_lpips
 
         net = lpips_vgg if lpips_vgg is not None else load_lpips("vgg", device=device)
         return FeatureExtractor("vgg16", lambda x: vgg_descriptor(lpips_trunk(net, x, resize_to=lpips_size)),
-                                batch_size=256)
+                                batch_size=256, weights=net)
     if name == "inception":
-        return FeatureExtractor("inception", _inception_fn(inception_dir, device), batch_size=64)
+        fn = _inception_fn(inception_dir, device)
+        return FeatureExtractor("inception", fn, batch_size=64, weights=fn.net)
     raise ValueError(f"unknown feature extractor {name!r}; valid: {list(EXTRACTORS)}")
 
 
@@ -168,6 +170,7 @@ def _inception_fn(inception_dir: str | Path | None, device: str | torch.device) 
         batch = torch.from_numpy(np.stack([resize(im) for im in rgb])).permute(0, 3, 1, 2)
         return net(batch.to(device))
 
+    fn.net = net
     return fn
 
 

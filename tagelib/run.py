@@ -42,6 +42,7 @@ from tagelib.folder_artefact import MANIFEST, FolderArtefactError, is_artefact, 
 from tagelib.paths import DATA_DIR, NOTEBOOKS_DIR, REPO_ROOT, checkpoint_file, resolve
 from tagelib.profiles import RUN_KEYS, available_notebooks, available_profiles, load_profile
 from tagelib.run_lock import HELD_ENV, RunFolderBusy, RunLock
+from tagelib.shipped_method import SHIPPED
 from tagelib.timing import read_stages, timing_table
 
 # A notebook writes the checkpoint named by the key when it declares the step count of the value and that
@@ -53,10 +54,10 @@ MADE_BY = {"checkpoint": "01_latent_space (train_steps > 0), or `make pretrain` 
            "attribute_probe": "00_clip (probe_steps > 0), or `make clip` for data/clip/glyph32_attributes",
            "data_dir": "`make dataset` (see data/README.md)"}
 RUN_FOLDER_EXAMPLE = {"checkpoint": "latent/glyph32", "judge": "judge/glyph32_judge", "clip": "clip/glyph32_clip",
-                      "attribute_probe": "clip/glyph32_attributes"}  # where to write instead of data/
+                      "attribute_probe": "clip/glyph32_attributes", "ship_as": "method/module",
+                      "ship_codes_as": "method/shot_codes"}  # instead of data/
 # Run outputs a notebook reads from an earlier notebook (parameter -> the notebook that writes it into its run folder).
-MADE_IN_RUN = {"age_checkpoint": "02_attribute_factorization", "codebook": "03_codebook_learning",
-               "cpm": "04_code_prediction"}
+MADE_IN_RUN = {key: maker for key, (_, maker) in SHIPPED.items()}  # each has a shipped fallback in data/method
 # Artefacts that are folders, not `<stem>.safetensors`: key -> the kind its manifest names (`tagelib.folder_artefact`;
 # open_clip's local-dir format, published by one rename, `tagelib.clip_glyph.save_clip`).
 FOLDER_ARTEFACTS = {"clip": "glyph CLIP (open_clip local-dir)"}  # = clip_glyph.CLIP_KIND
@@ -226,7 +227,10 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
             if key not in declared[name]:
                 continue
             target = resolve(values[key])
-            writes = step_key in declared[name] and (values.get(step_key) or 0) > 0
+            flag = values.get(step_key)
+            writes = step_key in declared[name] and (bool(flag) if isinstance(flag, str) else (flag or 0) > 0)
+            if key in ("ship_as", "ship_codes_as") and not writes:
+                continue  # "": the trained module stays in the run folder only
             writes |= key == "checkpoint" and bool(values.get("import_checkpoint"))  # notebook 01 imports into it
             if writes:
                 _check_written(plan, profile, name, key, values, target, modified)
@@ -251,8 +255,13 @@ def _check_files(plan: Plan, profile: dict[str, Any], declared: dict[str, dict],
         for key, maker in MADE_IN_RUN.items():
             earlier = [n for n, _ in plan.notebooks[:[n for n, _ in plan.notebooks].index(name)]]
             if key in values and maker not in earlier and not checkpoint_file(resolve(values[key])).is_file():
-                raise SystemExit(f"{name}: {key}={values[key]!r} does not exist ({checkpoint_file(resolve(values[key]))}); "
-                                 f"it is made by notebook {maker} — run it first, in this batch or with the same run_dir")
+                shipped = SHIPPED[key][0]
+                if not checkpoint_file(shipped).is_file():
+                    raise SystemExit(f"{name}: {key}={values[key]!r} does not exist ({checkpoint_file(resolve(values[key]))}) "
+                                     f"and neither does the shipped {checkpoint_file(shipped)}; it is made by notebook "
+                                     f"{maker} — run it first, in this batch or with the same run_dir")
+                plan.notes.append(f"{name}: {key}={values[key]!r} is not made in this run folder; the notebook reads "
+                                  f"the shipped {shipped.relative_to(REPO_ROOT)} instead")
         is_file = values.get("dataset", "glyphs") not in ("glyphs", "folders")  # a LoFGAN .npy
         data = resolve(values["data_dir"]) if "data_dir" in values else None
         if data is not None and not (data.is_file() if is_file else data.is_dir()):

@@ -4,7 +4,8 @@ A run writes only
 
 - under its run folder ``run_dir`` (inside the repository: under ``results/``; or any folder outside it that is new,
   empty or an earlier run folder), or
-- into a shipped artefact under ``data/`` that its profile ``makes`` (``make pretrain``, ``make judge``, ``make clip``),
+- into a shipped artefact under ``data/`` that its profile ``makes`` (``make pretrain``, ``make judge``, ``make clip``,
+  ``make method``),
   and only from the unmodified batch of that profile, or
 - into the committed ``papers_figures/`` — only the unmodified ``make reproduce`` batch.
 
@@ -33,9 +34,10 @@ DEFAULT_FIGURES = "{run_dir}/papers_figures"
 
 # Every notebook parameter that names a path, by what the notebook does with it. `tests/test_write_guard.py` fails
 # on a path parameter of a notebook that is in neither set.
-WRITTEN_PATHS = {  # parameter -> the step count that makes the notebook write it (None: always written)
+WRITTEN_PATHS = {  # parameter -> the step count (or flag) that makes the notebook write it (None: always written)
     "run_dir": None, "figures_dir": None, "checkpoint": "train_steps", "judge": "judge_steps", "clip": "clip_steps",
-    "attribute_probe": "probe_steps"}
+    "attribute_probe": "probe_steps", "ship_as": "ship_as",  # ship_as, ship_codes_as: written when not ""
+    "ship_codes_as": "ship_codes_as"}
 READ_PATHS = {"data_dir", "codebook", "cpm", "age_checkpoint", "import_checkpoint", "compare_checkpoint", "inception_dir",
               "clip_pretrained"}
 

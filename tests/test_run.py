@@ -37,14 +37,14 @@ def test_every_profile_builds_a_valid_plan(name):
 
 def test_precedence_notebook_defaults_profile_set_global_set_notebook():
     """notebook defaults < profile defaults < profile per-notebook < --set key < --set NB.key."""
-    _, p = plan_params("tiny")
-    assert p["03_codebook_learning"]["clm_steps"] == 200  # profile per-notebook over the notebook default 600
-    assert "clm_steps" not in p["02_attribute_factorization"]
+    _, p = plan_params("full")
+    assert p["03_codebook_learning"]["sweep_steps"] == 50  # profile per-notebook over the notebook default 30
+    assert "sweep_steps" not in p["02_attribute_factorization"]
     assert p["00_data"]["seed"] == 0  # profile defaults
-    _, p = plan_params("tiny", "clm_steps=5", "seed=4")
-    assert p["03_codebook_learning"]["clm_steps"] == 5  # global --set over the profile's per-notebook value
+    _, p = plan_params("full", "sweep_steps=5", "seed=4")
+    assert p["03_codebook_learning"]["sweep_steps"] == 5  # global --set over the profile's per-notebook value
     assert all(v["seed"] == 4 for v in p.values())
-    _, p = plan_params("tiny", "seed=4", "02_attribute_factorization.seed=9")
+    _, p = plan_params("full", "seed=4", "02_attribute_factorization.seed=9")
     assert p["02_attribute_factorization"]["seed"] == 9 and p["03_codebook_learning"]["seed"] == 4
 
 
