@@ -2,6 +2,11 @@
 
     .venv/bin/python benchmarks/bench_generator.py                 # 32 px, batch 256, 2 threads, shipped networks
     .venv/bin/python benchmarks/bench_generator.py --threads 1 --batch 128
+    .venv/bin/python benchmarks/bench_generator.py --chunks 16,32,64,128,256,512   # + G and E by chunk size
+
+`--chunks`: G and E over 512 codes / images fed in chunks of each size (what `LatentSpace.decode_batched` and
+`encode_batched` do): on a CPU, small chunks keep the activations in cache, and the chunk size sets the rate as much
+as the kernels do (`tagelib.latent.CPU_BATCH` holds the sizes chosen from this table).
 
 The ceiling is the fp32 rate of one large matmul (torch.mm, 2048 x 2048) with the same threads. Each network's FLOPs
 per image are counted by torch's FlopCounterMode (2 per multiply-add of convs, linears and matmuls; the elementwise
@@ -75,6 +80,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--chunks", default="", help="comma-separated chunk sizes for G and E over 512 images (\"\": skip)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -99,9 +105,18 @@ def main() -> None:
                     args.repeats, *ceilings),
             measure("judge features (FD-domain)", lambda: judge(x), args.batch, args.repeats, *ceilings),
             measure("VGG16 trunk at 32 px (FD-VGG16, LPIPS-vgg)", lambda: vgg(x), args.batch, args.repeats, *ceilings)]
+    chunk_rows = []
+    if args.chunks:
+        codes, images = w.repeat(-(-512 // len(w)), 1, 1)[:512], x.repeat(-(-512 // len(x)), 1, 1, 1)[:512]
+        for size in [int(c) for c in args.chunks.split(",")]:
+            for name, net, data in (("G", lambda v: model.decoder(v, randomize_noise=False), codes),
+                                    ("E", model.encoder, images)):
+                row = measure(f"{name}, 512 in chunks of {size}", lambda: [net(data[i:i + size]) for i in range(0, 512, size)],
+                              512, args.repeats, *ceilings)
+                chunk_rows.append({**row, "chunk": size})
     print(json.dumps({"threads": args.threads, "batch": args.batch, "matmul_gflops_per_s": round(ceilings[0] / 1e9, 1),
                       "conv3x3_effective_gflops_per_s": round(ceilings[1] / 1e9, 1),
-                      "fused_vs_unfused_max_abs_difference": gap, "rows": rows}, indent=1))
+                      "fused_vs_unfused_max_abs_difference": gap, "rows": rows, "chunk_rows": chunk_rows}, indent=1))
 
 
 if __name__ == "__main__":
