@@ -77,7 +77,7 @@ episode_generated: int = 10  # generated images per class added to an episode's 
 collapse_quantile: float = 0.01  # collapse floor: this quantile of LPIPS between distinct real fonts
 refine_steps: int = 50  # refinement steps after E when inverting the shots (0: E alone, pSp's pure inversion)
 refine_lr: float = 0.03  # Adam learning rate of that refinement
-shipped_codes: bool = True  # a run folder without shot codes starts from those data/method ships (batch profiles: False, they compute)
+shipped_codes: bool = True  # a run folder without shot codes starts from data/method/shot_codes when made for this E, G and refinement (content key)
 ship_codes_as: str = ""  # also save the run's shot codes as this shipped file (`make method`: data/method/shot_codes)
 ship_as: str = ""  # also save the trained AGE as this shipped checkpoint (`make method`: data/method/age; "": run folder only)
 

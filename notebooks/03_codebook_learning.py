@@ -67,7 +67,7 @@ beta: float = 0.25  # commitment weight
 clm_steps: int = 200  # codebook training steps
 clm_batch: int = 64  # codes per step
 sweep_sizes: str = "64,256,1024"  # codebook sizes compared
-sweep_steps: int = 30  # training steps per sweep point (the figure says how many)
+sweep_steps: int = 20  # training steps per sweep point (the figure says how many)
 knn_k: int = 8  # k-nearest sampling: candidates per layer
 knn_temperature: float = 1.0  # relative to the mean squared distance to the nearest code
 n_pairs: int = 512  # glyph pairs for transfer errors
@@ -79,7 +79,7 @@ episode_generated: int = 10  # generated images per class added to an episode's 
 collapse_quantile: float = 0.01  # collapse floor: this quantile of LPIPS between distinct real fonts
 refine_steps: int = 50  # refinement steps after E when inverting the shots (0: E alone, pSp's pure inversion)
 refine_lr: float = 0.03  # Adam learning rate of that refinement
-shipped_codes: bool = True  # a run folder without shot codes starts from those data/method ships (batch profiles: False, they compute)
+shipped_codes: bool = True  # a run folder without shot codes starts from data/method/shot_codes when made for this E, G and refinement (content key)
 ship_as: str = ""  # also save the trained codebook as this shipped checkpoint (`make method`: data/method/codebook; "": run folder only)
 
 # %%

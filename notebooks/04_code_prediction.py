@@ -91,15 +91,16 @@ cpm_lr: float = 0.001  # AdamW peak learning rate
 lambda_ce: float = 1.0  # weight of the cross-entropy against the CLM indices
 lambda_l2: float = 1.0  # weight of the L2 between soft code and true residual
 max_shots: int = 3  # the conditioning class embedding averages 1 to max_shots other glyphs
-control_steps: int = 800  # steps of the own-code control (p(codes | the sample's own code)); 0: skip
+control_steps: int = 0  # steps of the own-code control (p(codes | the sample's own code)); 0: skip (`full` profile: 800)
+full_studies: bool = False  # also the row sampling every layer from w̄ alone at the full protocol (`full` profile; the decoding sweep has it)
 temperature: float = 1.0  # CPM sampling temperature for the main rows
 top_k: int = 0  # CPM top-k (0: the whole codebook)
 resample: int = 5  # TAGE editing: layers of each shot the CPM re-samples (0 to 8); the others keep the shot's codes
 decode_steps: int = 8  # decoding passes (8, the number of edited layers: one layer decided per pass)
 decode_order: str = "random"  # "random" (any-order ancestral sampling) or "confidence" (MaskGIT: most confident first)
-temperature_sweep: str = "0.5,1,1.5,2"  # CPM temperatures on the preservation-diversity plot
-resample_sweep: str = "2,4,6,8"  # re-sampled layer counts on the same plot
-knn_candidates: str = "2,8,32,128"  # k-nearest sampling on the same plot: candidates per layer, drawn uniformly
+temperature_sweep: str = "0.5,1,2"  # CPM temperatures on the preservation-diversity plot
+resample_sweep: str = "2,5,8"  # re-sampled layer counts on the same plot
+knn_candidates: str = "2,8,128"  # k-nearest sampling on the same plot: candidates per layer, drawn uniformly
 alpha_sweep: str = "0.25,0.5,1"  # AGE edit strengths on the same plot
 sweep_generated: int = 16  # generated images per category for each sweep point (stated on the figure)
 knn_k: int = 8  # k-nearest sampling: candidates per layer
@@ -111,7 +112,7 @@ episode_generated: int = 10  # generated images per class added to an episode's 
 collapse_quantile: float = 0.01  # collapse floor: this quantile of LPIPS between distinct real fonts
 refine_steps: int = 50  # refinement steps after E when inverting the shots (0: E alone, pSp's pure inversion)
 refine_lr: float = 0.03  # Adam learning rate of that refinement
-shipped_codes: bool = True  # a run folder without shot codes starts from those data/method ships (batch profiles: False, they compute)
+shipped_codes: bool = True  # a run folder without shot codes starts from data/method/shot_codes when made for this E, G and refinement (content key)
 ship_as: str = ""  # also save the trained CPM as this shipped checkpoint (`make method`: data/method/cpm; "": run folder only)
 throughput_batch: int = 256  # batch of the sampling-throughput measurement
 
@@ -164,7 +165,8 @@ clock.lap("training")
 #
 # The control trains the same network on p(codes | the sample's own code): same targets (the CLM codes of the
 # sample's residual around its character's mean), but conditioned on the sample's own code instead of other glyphs
-# of its character. On seen characters that makes the codes a function of the input — the network learns to
+# of its character (`control_steps`: 0 in the default batch, 800 in the `full` profile; without it only TAGE's row
+# below). On seen characters that makes the codes a function of the input — the network learns to
 # quantize, as NN matching does — while TAGE's conditioning leaves a genuine distribution to learn. We report, for
 # both: the masked-token accuracy on the training codes (end of training), and for the unseen characters' shots
 # the mean probability of the most likely code per layer in the first decoding pass (1 = deterministic), the share
@@ -210,8 +212,9 @@ ruler = evaluation.glyph_ruler(ds, judge, lpips_vgg, seed=seed, collapse_quantil
 tage_name = f"TAGE w/o PSM (CPM edits {resample} of {len(S)} layers, T={temperature:g})"
 methods = {f"{tage_name}, k={k}": (generators.tage(model, cpm, S, temperature, top_k, decode_steps, invert, decode_order,
                                                    resample=resample), k) for k in (1, 3)}
-methods[f"CPM from w̄ alone (all {len(S)} layers sampled), k=3"] = (
-    generators.tage(model, cpm, S, temperature, top_k, decode_steps, invert, decode_order), 3)
+if full_studies:
+    methods[f"CPM from w̄ alone (all {len(S)} layers sampled), k=3"] = (
+        generators.tage(model, cpm, S, temperature, top_k, decode_steps, invert, decode_order), 3)
 if control_steps:
     methods["CPM own-code control, k=3"] = (generators.tage(model, control, S, temperature, top_k, decode_steps, invert,
                                                              decode_order, condition="own_code"), 3)

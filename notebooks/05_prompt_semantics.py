@@ -110,7 +110,7 @@ episode_generated: int = 10  # generated images per class added to an episode's 
 collapse_quantile: float = 0.01  # collapse floor: this quantile of LPIPS between distinct real fonts
 refine_steps: int = 50  # refinement steps after E when inverting the shots (0: E alone, pSp's pure inversion)
 refine_lr: float = 0.03  # Adam learning rate of that refinement
-shipped_codes: bool = True  # a run folder without shot codes starts from those data/method ships (batch profiles: False, they compute)
+shipped_codes: bool = True  # a run folder without shot codes starts from data/method/shot_codes when made for this E, G and refinement (content key)
 ship_as: str = ""  # also save the trained PSM as this shipped checkpoint (`make method`: data/method/psm; "": run folder only)
 
 # %%
@@ -221,11 +221,13 @@ def prompt_metrics(predictor, embedding: torch.Tensor | None, g: float = guidanc
 
 
 without = {"CPM (notebook 04, no PSM)": prompt_metrics(base_cpm, None)}
-table, lines = {}, []
+table, lines, prompted_at = {}, [], {}  # prompted_at: guidance -> TAGE's per-prompt metrics (reused by the sweep)
 for name, predictor in variants.items():
     without[name] = none = prompt_metrics(predictor, None)
     for p, (word, e) in enumerate(zip(prompt_words, prompt_emb)):
         m = prompt_metrics(predictor, e)
+        if predictor is tage_psm:
+            prompted_at.setdefault(guidance, []).append(m)
         table[(name, word)] = {"probe_agrees": m["probe"][p].item(), "unprompted": none["probe"][p].item(),
                                "cpm_rate": without["CPM (notebook 04, no PSM)"]["probe"][p].item(),
                                "clip_score": m["clip"][p].item(), "clip_score_unprompted": none["clip"][p].item(),
@@ -256,8 +258,8 @@ lines += [f"| {n} | {s['probe_agrees']:.1%} | {s['unprompted']:.1%} | {s['judge_
           for n, s in summary.items()]
 lines.append(f"| CPM (notebook 04, no PSM) | – | – | – | {base_judge:.1%} |")
 guidance_table = {}
-for g in [float(v) for v in guidance_sweep.split(",")]:
-    per_prompt = [prompt_metrics(tage_psm, e, g) for e in prompt_emb]
+for g in [float(v) for v in guidance_sweep.split(",")]:  # g = guidance: the table's own images, measured above
+    per_prompt = prompted_at[guidance] if g == guidance else [prompt_metrics(tage_psm, e, g) for e in prompt_emb]
     guidance_table[g] = {"probe_agrees": float(np.mean([m["probe"][p].item() for p, m in enumerate(per_prompt)])),
                          "clip_score": float(np.mean([m["clip"][p].item() for p, m in enumerate(per_prompt)])),
                          "judge": float(np.mean([m["judge"] for m in per_prompt]))}

@@ -70,7 +70,7 @@ def shot_inverter(model: LatentSpace, ds: GlyphDataset, refine_steps: int, lpips
     per run: the key holds E and G's weights, LPIPS-alex's weights and every setting of the refinement. Each
     trajectory is also kept at `SWEEP_LENGTHS` (`latent_eval.refinement_sweep`). With `shipped`, a run folder that has
     no codes yet starts from the codes `make method` ships (`tagelib.shipped_method.SHOT_CODES`), when they were made
-    for this very key; the batch profiles compute their own."""
+    for this very key (`make method` computes the codes it ships)."""
     perceptual = lambda a, b: lpips_distance(lpips_alex, a, b)
     key = content_key(what="ShotInverter codes", model=model, perceptual=lpips_alex, steps=refine_steps, lr=lr,
                       lambda_lpips=1.0, batch_size=model.batch_size("refine"), device=model.device.type, amp=model.amp,

@@ -10,8 +10,10 @@ set) regenerates the shipped files, as ``make judge`` regenerates the judge.
 Notebooks 02-05 save their trained module under the run folder, and also as ``ship_as`` when it is given (the ``method``
 profile; the write rule lets only that profile's unmodified batch write under ``data/method``). Notebook 02 also ships
 the shots' refined codes (``ship_codes_as``: ``shot_codes``, keyed like the run cache, `tagelib.inversion.ShotInverter`):
-a notebook opened on a fresh clone starts from them instead of refining every shot pool (``shipped_codes``; the batch
-profiles set it off and compute their own).
+a run folder without codes (a notebook opened on a fresh clone, a fresh ``make reproduce``) starts from them instead
+of refining every shot pool (``shipped_codes``), when they were made for the very same E, G, LPIPS weights and
+refinement settings (the run cache's content key, checked on load) — a deterministic function of shipped inputs, like a
+cache hit; ``make method`` computes the codes it ships.
 """
 
 from __future__ import annotations
