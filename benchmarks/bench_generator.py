@@ -111,8 +111,8 @@ def main() -> None:
         for size in [int(c) for c in args.chunks.split(",")]:
             for name, net, data in (("G", lambda v: model.decoder(v, randomize_noise=False), codes),
                                     ("E", model.encoder, images)):
-                row = measure(f"{name}, 512 in chunks of {size}", lambda: [net(data[i:i + size]) for i in range(0, 512, size)],
-                              512, args.repeats, *ceilings)
+                chunked = lambda net=net, data=data, size=size: [net(data[i:i + size]) for i in range(0, 512, size)]
+                row = measure(f"{name}, 512 in chunks of {size}", chunked, 512, args.repeats, *ceilings)
                 chunk_rows.append({**row, "chunk": size})
     print(json.dumps({"threads": args.threads, "batch": args.batch, "matmul_gflops_per_s": round(ceilings[0] / 1e9, 1),
                       "conv3x3_effective_gflops_per_s": round(ceilings[1] / 1e9, 1),

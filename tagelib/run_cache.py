@@ -21,8 +21,9 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ CACHE_FOLDER = "cache"
 KEY_VERSION = "1"  # bump when a cached computation changes meaning
 
 
-def _update(digest: "hashlib._Hash", value: Any) -> None:
+def _update(digest: hashlib._Hash, value: Any) -> None:
     """Feed one value into a digest: tensors by dtype, shape and bytes, modules by their state dict, the rest by JSON."""
     if isinstance(value, nn.Module):
         value = value.state_dict()
@@ -82,7 +83,7 @@ class RunCache:
         self.folder = Path(folder)
 
     @classmethod
-    def of_run(cls, out_dir: str | os.PathLike) -> "RunCache":
+    def of_run(cls, out_dir: str | os.PathLike) -> RunCache:
         """The run's cache, for a notebook whose outputs go to `out_dir` = <run_dir>/<notebook>."""
         return cls(Path(out_dir).parent / CACHE_FOLDER)
 
@@ -111,11 +112,11 @@ def read_entry(path: str | os.PathLike, key: str) -> tuple[dict[str, torch.Tenso
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
         if meta.get("payload_sha256") != _payload_digest(tensors, meta.get("note", "")):
             raise ValueError("its content does not match its recorded sha256")
         note = json.loads(meta["note"])
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any unreadable file is recomputed, whatever broke it
         warnings.warn(f"cache file {path} is unusable ({e}); recomputing it", stacklevel=3)
         return None
     return (tensors, note) if meta.get("key") == key else None

@@ -19,6 +19,7 @@ cache hit; ``make method`` computes the codes it ships.
 from __future__ import annotations
 
 from pathlib import Path
+
 from tagelib.paths import DATA_DIR, REPO_ROOT, checkpoint_file, resolve
 
 METHOD_DIR = DATA_DIR / "method"

@@ -115,3 +115,17 @@ def test_the_inverter_keeps_each_trajectory_for_the_refinement_sweep(tmp_path):
     assert torch.equal(again.codes_at(x, 2), invert.codes_at(x, 2)) and again.refined == 0
     with pytest.raises(ValueError, match="keeps 4 and record_at"):
         invert.codes_at(x, 3)
+
+
+def test_shipped_codes_start_a_fresh_run_only_when_made_for_the_same_key(tmp_path):
+    m = tiny_space().freeze()
+    x = torch.rand(3, 1, 16, 16) * 2 - 1
+    made = ShotInverter(m, 3, L1, lr=0.05, cache=RunCache(tmp_path / "method_run"), cache_key="a" * 64)
+    w = made(x)
+    made.save_as(tmp_path / "shot_codes")  # what `make method` ships
+    fresh = ShotInverter(m, 3, L1, lr=0.05, cache=RunCache(tmp_path / "new_run"), cache_key="a" * 64,
+                         shipped=tmp_path / "shot_codes")
+    assert fresh.from_cache == 3 and torch.equal(fresh(x), w) and fresh.refined == 0 and "shipped" in fresh.summary()
+    other = ShotInverter(m, 3, L1, lr=0.05, cache=RunCache(tmp_path / "other_run"), cache_key="b" * 64,
+                         shipped=tmp_path / "shot_codes")  # another latent space or setting: not used
+    assert other.from_cache == 0 and other.shipped_used is None

@@ -14,15 +14,16 @@ LAYERS = list(range(8))
 
 
 def test_every_shipped_module_loads_and_was_trained_with_the_notebook_defaults():
-    declared = {nb: run.declared_parameters(run.NOTEBOOKS_DIR / f"{nb}.ipynb") for _, nb in SHIPPED.values()}
+    declared = {nb: run.declared_parameters(run.NOTEBOOKS_DIR / f"{nb}.ipynb") for nb in
+                ("02_attribute_factorization", "03_codebook_learning", "04_code_prediction", "05_prompt_semantics")}
     default = lambda nb, key: run._default(declared[nb][key])
-    age, info = load_age(SHIPPED["age_checkpoint"][0])
+    _, info = load_age(SHIPPED["age_checkpoint"][0])
     assert info["age"]["dict_size"] == default("02_attribute_factorization", "dict_size")
     codebook = load_codebook(str(SHIPPED["codebook"][0]), LAYERS)
     assert codebook.config.num_codes == default("03_codebook_learning", "num_codes")
-    cpm, info = load_cpm(str(SHIPPED["cpm"][0]))
+    _, info = load_cpm(str(SHIPPED["cpm"][0]))
     assert info["train"]["steps"] == default("04_code_prediction", "cpm_steps")
-    psm, info = load_cpm(str(PSM_STEM))
+    _, info = load_cpm(str(PSM_STEM))
     assert info["train"]["steps"] == default("05_prompt_semantics", "psm_steps")
     method = yaml.safe_load((PROFILES_DIR / "method.yaml").read_text())
     shipped = [*(s for s, _ in SHIPPED.values()), PSM_STEM, shipped_method.SHOT_CODES]
@@ -50,7 +51,7 @@ def test_the_runner_lets_a_notebook_run_alone_on_the_shipped_modules(tmp_path, m
         run.build_plan("tiny", ["05_prompt_semantics"], [f"run_dir={tmp_path / 'alone2'}"])
 
 
-@pytest.mark.parametrize("profile", ["tiny", "smoke"])
+@pytest.mark.parametrize("profile", ["tiny", "full"])
 def test_only_make_method_writes_the_shipped_modules(profile):
     with pytest.raises(SystemExit, match="ship_as='data/method/age'.*would write into shipped data"):
         run.build_plan(profile, ["02_attribute_factorization"], ["02_attribute_factorization.ship_as=data/method/age"])
