@@ -142,7 +142,7 @@ class LatentSpace(nn.Module):
 
     def batch_size(self, what: str) -> int:
         """Chunk size for many images: 512 on a GPU; on a CPU small enough that activations stay in cache (2 cores,
-        32 px, `benchmarks/bench_generator.py --chunks`: G 2.5× and E 2.4× the throughput of chunks of 512)."""
+        32 px, `benchmarks/bench_generator.py --chunks`: G 3.1× and E 2.4× the throughput of chunks of 512)."""
         return 512 if self.device.type == "cuda" else CPU_BATCH[what]
 
     @torch.no_grad()
