@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 help:
 	@echo "Targets (typical durations on 2 CPU cores, no GPU):"
 	@echo "  make setup      create/update .venv from the pinned requirements     first time 3-5 min, then instant"
-	@echo "  make test       setup + unit tests + nbval (smoke) + paper rehearsal  ~9 min on a clean clone, setup included"
+	@echo "  make test       setup + unit tests + nbval (smoke) + paper rehearsal  ~8 min on a clean clone, setup included"
 	@echo "  make unit       unit tests, fault injection included, DDP (gloo, 2 procs) ~1.7 min"
 	@echo "  make nbval      every notebook under the smoke profile, via nbval     ~2 min"
 	@echo "  make rehearsal  paper code path on a drawn LoFGAN-format file (paper-synthetic) ~3.5 min"
