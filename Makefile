@@ -15,7 +15,7 @@ help:
 	@echo "  make rehearsal  paper code path on a drawn LoFGAN-format file (paper-synthetic) ~3.5 min"
 	@echo "  make smoke      the papermill batch, smoke profile -> results/smoke/  ~2 min"
 	@echo "  make reproduce  papermill batch (tiny) -> results/tiny/, papers_figures/ ~14.5 min (857 s measured 2026-12-08)"
-	@echo "  make full       every study at full size (profile full) -> results/full/ <= 75 min (not yet measured end to end)"
+	@echo "  make full       every study at full size (profile full) -> results/full/ ~19 min (1132 s measured 2026-12-08)"
 	@echo "  make pretrain   retrain the shipped data/latent/glyph32 (notebook 01)  ~49 min"
 	@echo "  make method     retrain the shipped data/method/* (AGE, codebook, CPM, PSM, shot codes; 02-05) ~16 min"
 	@echo "  make judge      retrain the shipped data/judge/glyph32_judge (00_judge) ~11 min"

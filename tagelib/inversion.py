@@ -60,8 +60,8 @@ def refine_codes(model: LatentSpace, images: torch.Tensor, perceptual, steps: in
 class ShotInverter:
     """The few-shot pipeline's inversion of shots: E alone (`steps = 0`, the paper's pure pSp inversion) or E
     followed by `steps` refinement steps. Refined codes are remembered per image (by the sha256 of its pixels), so
-    the shots that several methods and protocols share are refined once; `warm` refines a whole pool in large
-    batches first. With a run cache (`tagelib.run_cache`), the codes are kept on disk under a key of everything they
+    the shots that several methods and protocols share are refined once; `warm` refines a whole pool in one pass
+    first (in chunks of `batch_size`: 32 on a CPU, where that is twice as fast as 256). With a run cache (`tagelib.run_cache`), the codes are kept on disk under a key of everything they
     depend on (E and G's weights, the perceptual network's weights, steps, lr, batch size, device), so the notebooks
     of one run refine each shot once.
 
