@@ -66,7 +66,7 @@ from tagelib import evaluation, fewshot, generators, latent_eval, report
 from tagelib.atomic import write_text_atomic
 from tagelib.distributed import pick_device
 from tagelib.paper_data import load_dataset
-from tagelib.inversion import ShotInverter, refine_codes
+from tagelib.inversion import ShotInverter
 from tagelib.latent import LatentSpace, glyph_latent_config, paper_latent_config
 from tagelib.latent_ablation import ablation_table, run_ablation
 from tagelib.latent_ablation import seen_residuals as seen_residuals_of
@@ -222,8 +222,7 @@ recon = latent_eval.reconstruction(model, x_eval, lpips_alex, lpips_vgg)
 results = {"reconstruction_unseen": recon}
 invert = fewshot.shot_inverter(model, ds, refine_steps, lpips_alex, refine_lr, cache, seed, shipped_codes)  # every shot pool, refined once per run
 print(invert.summary())
-refine = lambda m, x: invert(x) if m is model else refine_codes(m, x, lambda a, b: lpips_distance(lpips_alex, a, b),
-                                                                  steps=refine_steps, lr=refine_lr)  # any image, refined once
+refine = lambda m, x: invert(x)  # every caller passes `model`: any image refined once, in the run's cache
 if refine_steps > 0:
     n_ref = min(refine_eval_images, len(x_eval))
     invert.warm(x_eval[:max(n_ref, 16)])  # in one batch: these and the 16 shown below

@@ -221,13 +221,13 @@ def prompt_metrics(predictor, embedding: torch.Tensor | None, g: float = guidanc
 
 
 without = {"CPM (notebook 04, no PSM)": prompt_metrics(base_cpm, None)}
-table, lines, prompted_at = {}, [], {}  # prompted_at: guidance -> TAGE's per-prompt metrics (reused by the sweep)
+table, lines, tage_at_guidance = {}, [], []  # TAGE's per-prompt metrics at `guidance`, reused by the sweep below
 for name, predictor in variants.items():
     without[name] = none = prompt_metrics(predictor, None)
     for p, (word, e) in enumerate(zip(prompt_words, prompt_emb)):
         m = prompt_metrics(predictor, e)
         if predictor is tage_psm:
-            prompted_at.setdefault(guidance, []).append(m)
+            tage_at_guidance.append(m)
         table[(name, word)] = {"probe_agrees": m["probe"][p].item(), "unprompted": none["probe"][p].item(),
                                "cpm_rate": without["CPM (notebook 04, no PSM)"]["probe"][p].item(),
                                "clip_score": m["clip"][p].item(), "clip_score_unprompted": none["clip"][p].item(),
@@ -259,7 +259,7 @@ lines += [f"| {n} | {s['probe_agrees']:.1%} | {s['unprompted']:.1%} | {s['judge_
 lines.append(f"| CPM (notebook 04, no PSM) | – | – | – | {base_judge:.1%} |")
 guidance_table = {}
 for g in [float(v) for v in guidance_sweep.split(",")]:  # g = guidance: the table's own images, measured above
-    per_prompt = prompted_at[guidance] if g == guidance else [prompt_metrics(tage_psm, e, g) for e in prompt_emb]
+    per_prompt = tage_at_guidance if g == guidance else [prompt_metrics(tage_psm, e, g) for e in prompt_emb]
     guidance_table[g] = {"probe_agrees": float(np.mean([m["probe"][p].item() for p, m in enumerate(per_prompt)])),
                          "clip_score": float(np.mean([m["clip"][p].item() for p, m in enumerate(per_prompt)])),
                          "judge": float(np.mean([m["judge"] for m in per_prompt]))}

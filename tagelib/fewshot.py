@@ -66,7 +66,7 @@ def shot_inverter(model: LatentSpace, ds: GlyphDataset, refine_steps: int, lpips
                   cache: RunCache | None = None, seed: int = 0, shipped: bool = False) -> ShotInverter:
     """The pipeline's inversion of shots (E, then `refine_steps` Adam steps at `lr` on L1 + LPIPS-alex; 0: E alone),
     with every shot-pool image, and the held-out-family shots of `heldout_recognition` (k = 1, 3, `seed`), refined up
-    front in large batches, so the methods' calls are cache hits. With the run's `cache`, the codes are computed once
+    front in one pass, so the methods' calls are cache hits. With the run's `cache`, the codes are computed once
     per run: the key holds E and G's weights, LPIPS-alex's weights and every setting of the refinement. Each
     trajectory is also kept at `SWEEP_LENGTHS` (`latent_eval.refinement_sweep`). With `shipped`, a run folder that has
     no codes yet starts from the codes `make method` ships (`tagelib.shipped_method.SHOT_CODES`), when they were made
